@@ -34,6 +34,9 @@ class StackSettings(BaseSettings):
     superlink_address: str = Field("127.0.0.1:8000", description="SUPERLINK_ADDRESS")
     runtime: Literal["auto", "local", "docker"] = Field("auto", description="RUNTIME")
     runs_dir: Path = Field(Path("runs"), description="RUNS_DIR")
+    artifacts_dir: Path = Field(
+        Path("artifacts"), description="ARTIFACTS_DIR: trained models and bundles shared by labs"
+    )
     stack_dir: Path = Field(Path("runs/stack"), description="STACK_DIR: logs and state of `cloud up`")
     health_timeout_s: float = Field(30.0, description="HEALTH_TIMEOUT_S")
 
