@@ -1,0 +1,44 @@
+"""Test tiers: a test's folder (unit/, integration/, labs/) gives its marker."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TIERS = ("unit", "integration", "labs")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark each test with the tier named by its folder."""
+    for item in items:
+        parts = Path(str(item.fspath)).relative_to(ROOT / "tests").parts
+        if parts and parts[0] in TIERS:
+            item.add_marker(getattr(pytest.mark, parts[0]))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _venv_bin_on_path():
+    """Flower's SuperLink starts flower-superexec from the venv's bin: keep it on PATH."""
+    bin_dir = str(Path(sys.executable).parent)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    yield
+
+
+@pytest.fixture()
+def run_settings(tmp_path, monkeypatch):
+    """StackSettings writing runs and artifacts under a temporary folder, on free ports."""
+    from cloud.procs import free_port
+    from cloud.settings import StackSettings
+
+    return StackSettings(
+        runs_dir=tmp_path / "runs",
+        stack_dir=tmp_path / "stack",
+        kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
+        superlink_address=f"127.0.0.1:{free_port()}",
+        runtime="local",
+    )
