@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -54,3 +55,122 @@ def as_images(x: np.ndarray, layout: str = "NCHW") -> np.ndarray:
     if layout == "NHWC":
         return x.reshape(n, *DIGITS_SHAPE, 1)
     raise ValueError(f"layout must be NCHW or NHWC, got {layout!r}")
+
+
+# ---------------------------------------------------------------------------
+# A small catalogue of tabular sets that ship with scikit-learn (no download).
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TabularSet:
+    """A named table: features as a pandas DataFrame, the target as a Series."""
+
+    name: str
+    task: str  # "classification" or "regression"
+    frame: object  # pandas.DataFrame, N x features
+    target: object  # pandas.Series, N
+    target_names: tuple[str, ...]  # class names (empty for regression)
+    description: str
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, feature columns)."""
+        return self.frame.shape
+
+
+# name -> (scikit-learn loader, task, one-line description)
+BUNDLED_SETS = {
+    "digits": ("load_digits", "classification", "8x8 handwritten digits, 1,797 images, 10 classes"),
+    "iris": ("load_iris", "classification", "iris flowers, 150 rows, 4 measurements, 3 species"),
+    "wine": ("load_wine", "classification", "wine chemistry, 178 rows, 13 features, 3 cultivars"),
+    "breast_cancer": ("load_breast_cancer", "classification",
+                      "breast tumour cell nuclei, 569 rows, 30 features, malignant/benign"),
+    "diabetes": ("load_diabetes", "regression",
+                 "diabetes progression after one year, 442 patients, 10 baseline features"),
+}
+
+
+def list_datasets() -> list[str]:
+    """Names of the bundled sets (no network needed)."""
+    return list(BUNDLED_SETS)
+
+
+def load_dataset(name: str) -> TabularSet:
+    """Load a bundled scikit-learn set by name as a TabularSet (pandas frame and target)."""
+    import sklearn.datasets
+
+    if name not in BUNDLED_SETS:
+        raise ValueError(f"unknown data set {name!r}; bundled sets: {', '.join(BUNDLED_SETS)}")
+    loader, task, description = BUNDLED_SETS[name]
+    bunch = getattr(sklearn.datasets, loader)(as_frame=True)
+    names = tuple(str(n) for n in bunch.get("target_names", ())) if task == "classification" else ()
+    return TabularSet(name, task, bunch.data, bunch.target, names, description)
+
+
+# ---------------------------------------------------------------------------
+# Optional online sources, for learners with internet. Labs and tests never need them.
+# ---------------------------------------------------------------------------
+
+# Public CSVs a learner may try; no checksum is pinned because the kit could not
+# download them when it was written: fetch_csv prints the digest to pin on first use.
+ONLINE_CSVS = {
+    "titanic": "https://raw.githubusercontent.com/datasciencedojo/datasets/master/titanic.csv",
+    "california_housing": (
+        "https://raw.githubusercontent.com/ageron/handson-ml2/master/datasets/housing/housing.csv"
+    ),
+}
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fetch_csv(url: str, cache_dir: Path, sha256: str | None = None, timeout_s: float = 30.0) -> Path:
+    """Download a CSV once into cache_dir (http, https or file URL) and check its sha256.
+
+    A cached file with the right digest is reused without touching the network. A
+    mismatch removes the download and raises, saying both digests.
+    """
+    import shutil
+    import urllib.parse
+    import urllib.request
+
+    name = Path(urllib.parse.urlparse(url).path).name or "download.csv"
+    cache_dir = Path(cache_dir)
+    target = cache_dir / name
+    if target.exists() and (sha256 is None or sha256_of(target) == sha256):
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(target.suffix + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response, open(partial, "wb") as out:
+            shutil.copyfileobj(response, out)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise OSError(f"could not fetch {url}: {error}; check the address or your connection, "
+                      f"or use a bundled set ({', '.join(BUNDLED_SETS)})") from error
+    seen = sha256_of(partial)
+    if sha256 is not None and seen != sha256:
+        partial.unlink()
+        raise ValueError(f"{url}: sha256 mismatch (expected {sha256}, got {seen}); "
+                         "the file changed upstream or the download was corrupted")
+    partial.replace(target)
+    if sha256 is None:
+        print(f"fetched {url} -> {target} (sha256 {seen}; pass it as sha256= to pin this file)")
+    return target
+
+
+def load_online_csv(name_or_url: str, cache_dir: Path, sha256: str | None = None):
+    """Fetch (or reuse from cache) a CSV from ONLINE_CSVS or any URL, as a pandas DataFrame."""
+    import pandas as pd
+
+    url = ONLINE_CSVS.get(name_or_url, name_or_url)
+    return pd.read_csv(fetch_csv(url, cache_dir, sha256))

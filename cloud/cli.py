@@ -1,0 +1,223 @@
+"""The `cloud` command: bring the stack up and down, run labs, benchmarks and checks."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import importlib
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+BENCHMARKS = ("edge", "stream", "fl", "privacy")
+
+
+class HelpfulParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors suggest the closest valid choice or flag."""
+
+    def error(self, message: str) -> None:  # noqa: D102 - argparse hook
+        words = [w.strip("'\",") for w in message.split()]
+        options = [o for a in self._actions for o in a.option_strings]
+        options += [c for a in self._actions if isinstance(a.choices, dict) for c in a.choices]
+        for word in words:
+            close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+            if close and close[0] != word:
+                message += f" (did you mean {close[0]}?)"
+                break
+        super().error(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line interface."""
+    parser = HelpfulParser(prog="cloud", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=HelpfulParser)
+    for name, text in (("up", "start the stack"), ("down", "stop what `up` started"),
+                       ("status", "show each service's health"), ("logs", "show service logs")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("--runtime", choices=("auto", "local", "docker"), default=None)
+        if name == "logs":
+            cmd.add_argument("--lines", type=int, default=20)
+    lab = sub.add_parser("lab", help="run a numbered lab: cloud lab 07 [--quick] [key=value ...]")
+    lab.add_argument("number")
+    lab.add_argument("--quick", action="store_true", help="reduced version, seconds not minutes")
+    lab.add_argument("--runtime", choices=("auto", "local", "docker"), default=None)
+    lab.add_argument("args", nargs="*", metavar="key=value")
+    sub.add_parser("labs", help="list the labs")
+    sub.add_parser("doctor", help="check Python, extras, Docker, ports, LAN address, GPU")
+    bench = sub.add_parser("bench", help="run a benchmark")
+    bench.add_argument("name", choices=BENCHMARKS)
+    bench.add_argument("args", nargs="*", metavar="key=value")
+    sub.add_parser("certs", help="make a CA and a server certificate under certs/")
+    return parser
+
+
+def _settings(runtime: str | None = None):
+    """Settings from the environment, with the runtime flag applied."""
+    from cloud.settings import StackSettings
+
+    settings = StackSettings()
+    if runtime:
+        settings = settings.model_copy(update={"runtime": runtime})
+    return settings
+
+
+def cmd_up(args, console: Console) -> int:
+    """Start the stack and leave it running."""
+    from cloud.stack import LocalStack, resolve_runtime
+
+    settings = _settings(args.runtime)
+    if resolve_runtime(settings.runtime) == "docker":
+        from cloud.compose import ComposeStack
+
+        ComposeStack(settings, console=console).up()
+        return 0
+    stack = LocalStack(settings, settings.stack_dir, owned=False, console=console)
+    live = [row for row in stack.status() if row["alive"]]
+    if live:
+        console.print(f"the stack is already up ({', '.join(r['service'] for r in live)}); "
+                      "`cloud down` stops it")
+        return 0
+    stack.up()
+    console.print(f"stack up; logs and state in {settings.stack_dir}; stop it with `make down`")
+    return 0
+
+
+def cmd_down(args, console: Console) -> int:
+    """Stop what `cloud up` started."""
+    from cloud.stack import LocalStack, resolve_runtime
+
+    settings = _settings(args.runtime)
+    if resolve_runtime(settings.runtime) == "docker":
+        from cloud.compose import ComposeStack
+
+        ComposeStack(settings, console=console).down()
+        return 0
+    stopped = LocalStack(settings, settings.stack_dir, owned=False, console=console).down()
+    console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+    return 0
+
+
+def cmd_status(args, console: Console) -> int:
+    """Print a table of the stack's services; exit 1 when one is unhealthy."""
+    from cloud.stack import LocalStack, resolve_runtime
+
+    settings = _settings(args.runtime)
+    if resolve_runtime(settings.runtime) == "docker":
+        from cloud.compose import ComposeStack
+
+        ComposeStack(settings, console=console).status()
+        return 0
+    rows = LocalStack(settings, settings.stack_dir, owned=False, console=console).status()
+    if not rows:
+        console.print("the stack is not running (`make up` starts it)")
+        return 1
+    table = Table(title="local stack")
+    for column in ("service", "pid", "address", "alive", "healthy", "log"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*[str(row[c]) for c in ("service", "pid", "address", "alive", "healthy", "log")])
+    console.print(table)
+    return 0 if all(r["healthy"] for r in rows) else 1
+
+
+def cmd_logs(args, console: Console) -> int:
+    """Print the last lines of each service's log."""
+    from cloud.procs import log_tail
+    from cloud.stack import LocalStack, resolve_runtime
+
+    settings = _settings(args.runtime)
+    if resolve_runtime(settings.runtime) == "docker":
+        from cloud.compose import ComposeStack
+
+        ComposeStack(settings, console=console).logs()
+        return 0
+    stack = LocalStack(settings, settings.stack_dir, owned=False, console=console)
+    for name in ("broker", "superlink"):
+        console.rule(name)
+        console.print(log_tail(stack.log_path(name), args.lines), markup=False, highlight=False)
+    return 0
+
+
+def cmd_lab(args, console: Console) -> int:
+    """Run a lab."""
+    from cloud.labs import run_lab
+
+    run_lab(args.number, args.args, quick=args.quick, runtime=args.runtime,
+            settings=_settings(args.runtime))
+    return 0
+
+
+def cmd_labs(args, console: Console) -> int:
+    """List the labs."""
+    from cloud.labs import discover_labs
+
+    for number, info in discover_labs().items():
+        console.print(f"make lab-{number}   {info.slug}")
+    return 0
+
+
+def cmd_doctor(args, console: Console) -> int:
+    """Check this machine for what the kit needs."""
+    from cloud.doctor import run_doctor
+
+    return run_doctor(_settings(), console)
+
+
+def cmd_bench(args, console: Console) -> int:
+    """Run a benchmark into runs/bench-NAME/<timestamp>/."""
+    from cloud.runs import RunFolder
+
+    try:
+        module = importlib.import_module(f"cloud.bench_{args.name}")
+    except ModuleNotFoundError as error:
+        if error.name != f"cloud.bench_{args.name}":
+            raise
+        console.print(f"[yellow]benchmark {args.name!r} is not written yet[/]; "
+                      f"available: {', '.join(b for b in BENCHMARKS if _has_bench(b))}")
+        return 0
+    run = RunFolder.create(_settings().runs_dir, f"bench-{args.name}")
+    results = module.main(run, console, *args.args) or {}
+    run.record(benchmark=args.name, **results)
+    console.print(f"results: {run.path}")
+    return 0
+
+
+def _has_bench(name: str) -> bool:
+    """True when cloud/bench_NAME.py exists."""
+    return importlib.util.find_spec(f"cloud.bench_{name}") is not None
+
+
+def cmd_certs(args, console: Console) -> int:
+    """Make TLS certificates for the SuperLink."""
+    from cloud.certs import make_certs
+
+    make_certs(console=console)
+    return 0
+
+
+COMMANDS = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "logs": cmd_logs,
+            "lab": cmd_lab, "labs": cmd_labs, "doctor": cmd_doctor, "bench": cmd_bench,
+            "certs": cmd_certs}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `cloud` command."""
+    from cloud.labs import LabError
+    from cloud.procs import HealthCheckError, PortInUseError
+
+    args = build_parser().parse_args(argv)
+    console = Console()
+    try:
+        return COMMANDS[args.command](args, console)
+    except (LabError, PortInUseError, HealthCheckError, RuntimeError, ValueError) as error:
+        console.print(f"[bold red]error:[/] {error}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted; everything this run started has been stopped[/]")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

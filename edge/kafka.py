@@ -1,0 +1,39 @@
+"""Kafka client settings shared by devices and cloud services (kafka-python)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Tansu, the embedded broker, holds a group's first join for the rebalance timeout,
+# which kafka-python derives from max_poll_interval_ms: 5 s gives the first record in
+# about 3 s instead of minutes. A real Kafka broker is fine with it too.
+MAX_POLL_INTERVAL_MS = 5_000
+
+
+def producer_config(bootstrap_servers: str, **overrides: Any) -> dict[str, Any]:
+    """Settings for a batching producer that waits for the broker's acknowledgement."""
+    config = {
+        "bootstrap_servers": bootstrap_servers,
+        "acks": "all",
+        "linger_ms": 20,
+        "batch_size": 256 * 1024,
+        "retries": 5,
+        "retry_backoff_ms": 200,
+    }
+    config.update(overrides)
+    return config
+
+
+def consumer_config(bootstrap_servers: str, group_id: str | None, **overrides: Any) -> dict[str, Any]:
+    """Settings for a consumer in a group that commits offsets itself, after the work."""
+    config = {
+        "bootstrap_servers": bootstrap_servers,
+        "group_id": group_id,
+        "auto_offset_reset": "earliest",
+        "enable_auto_commit": False,
+        "max_poll_interval_ms": MAX_POLL_INTERVAL_MS,
+        "session_timeout_ms": 10_000,
+        "heartbeat_interval_ms": 1_000,
+    }
+    config.update(overrides)
+    return config
