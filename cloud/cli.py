@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 BENCHMARKS = ("edge", "stream", "fl", "privacy")
+RUNTIMES = ("auto", "local", "docker", "external")
 
 
 class HelpfulParser(argparse.ArgumentParser):
@@ -36,13 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("up", "start the stack"), ("down", "stop what `up` started"),
                        ("status", "show each service's health"), ("logs", "show service logs")):
         cmd = sub.add_parser(name, help=text)
-        cmd.add_argument("--runtime", choices=("auto", "local", "docker"), default=None)
+        cmd.add_argument("--runtime", choices=RUNTIMES, default=None)
         if name == "logs":
             cmd.add_argument("--lines", type=int, default=20)
     lab = sub.add_parser("lab", help="run a numbered lab: cloud lab 07 [--quick] [key=value ...]")
     lab.add_argument("number")
     lab.add_argument("--quick", action="store_true", help="reduced version, seconds not minutes")
-    lab.add_argument("--runtime", choices=("auto", "local", "docker"), default=None)
+    lab.add_argument("--runtime", choices=RUNTIMES, default=None)
     lab.add_argument("args", nargs="*", metavar="key=value")
     sub.add_parser("labs", help="list the labs")
     sub.add_parser("doctor", help="check Python, extras, Docker, ports, LAN address, GPU")

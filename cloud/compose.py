@@ -62,9 +62,15 @@ class ComposeStack:
 
     def _run(self, *args: str) -> None:
         """Run a compose command, failing with its output."""
+        import os
+
+        from cloud.doctor import lan_address
+
         cmd = compose_command(*args, overlays=self.overlays)
-        self.console.print("$ " + " ".join(cmd))
-        subprocess.run(cmd, check=True, cwd=ROOT)
+        env = dict(os.environ)
+        env.setdefault("KAFKA_HOST_IP", lan_address() or "127.0.0.1")
+        self.console.print(f"$ KAFKA_HOST_IP={env['KAFKA_HOST_IP']} " + " ".join(cmd))
+        subprocess.run(cmd, check=True, cwd=ROOT, env=env)
 
     def up(self, services: Sequence[str] = ("broker", "superlink")) -> None:
         """`docker compose up -d --wait` for the given services."""

@@ -32,7 +32,9 @@ class StackSettings(BaseSettings):
     )
     # Flower 1.42 serves the Fleet, Control and Runtime APIs over HTTP on one port.
     superlink_address: str = Field("127.0.0.1:8000", description="SUPERLINK_ADDRESS")
-    runtime: Literal["auto", "local", "docker"] = Field("auto", description="RUNTIME")
+    runtime: Literal["auto", "local", "docker", "external"] = Field(
+        "auto", description="RUNTIME: external = services already run at the endpoints below"
+    )
     runs_dir: Path = Field(Path("runs"), description="RUNS_DIR")
     artifacts_dir: Path = Field(
         Path("artifacts"), description="ARTIFACTS_DIR: trained models and bundles shared by labs"

@@ -204,8 +204,8 @@ def resolve_runtime(runtime: str) -> str:
     """Turn RUNTIME=auto into 'docker' when a Docker engine answers, else 'local'."""
     from cloud.compose import docker_engine_available
 
-    if runtime == "local":
-        return "local"
+    if runtime in ("local", "external"):
+        return runtime
     engine = docker_engine_available()
     if runtime == "docker":
         if not engine:
@@ -216,7 +216,7 @@ def resolve_runtime(runtime: str) -> str:
         return "docker"
     if runtime == "auto":
         return "docker" if engine else "local"
-    raise ValueError(f"RUNTIME must be auto, local or docker, got {runtime!r}")
+    raise ValueError(f"RUNTIME must be auto, local, docker or external, got {runtime!r}")
 
 
 @contextmanager
@@ -226,6 +226,9 @@ def stack_for_lab(settings: StackSettings, runtime: str, run_path: Path,
     """A running stack for a lab: reuse one `cloud up` started, else start one and stop it after."""
     console = console or Console(stderr=True)
     chosen = resolve_runtime(runtime)
+    if chosen == "external":
+        yield _external_stack(settings, services)
+        return
     if chosen == "docker":
         from cloud.compose import ComposeStack
 
@@ -252,3 +255,14 @@ def stack_for_lab(settings: StackSettings, runtime: str, run_path: Path,
     finally:
         stack.down()
         console.print("stack stopped")
+
+
+def _external_stack(settings: StackSettings, services: Sequence[str]) -> StackHandle:
+    """Check that services someone else runs answer at the configured endpoints."""
+    specs = service_specs(settings, settings.stack_dir)
+    for name in services:
+        spec = specs[name]
+        procs.wait_until(spec.healthy, f"{name} at {spec.host}:{spec.port} (set {spec.variable})",
+                         settings.health_timeout_s)
+    return StackHandle("external", settings.kafka_bootstrap_servers, settings.superlink_address,
+                       True, [])
