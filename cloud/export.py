@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,17 +31,19 @@ def export_onnx(model, path: Path, sample_shape: tuple[int, ...] = (1, 8, 8)) ->
     model = model.eval().cpu()
     example = torch.zeros(2, *sample_shape)  # B=2 so the batch axis is not specialised to 1
     batch = torch.export.Dim("batch")
-    torch.onnx.export(
-        model,
-        (example,),
-        str(path),
-        dynamo=True,
-        external_data=False,
-        input_names=["image"],
-        output_names=["logits"],
-        dynamic_shapes=({0: batch},),
-        verbose=False,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch's own pytree deprecation, not ours
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            dynamo=True,
+            external_data=False,
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_shapes=({0: batch},),
+            verbose=False,
+        )
     return path
 
 
@@ -127,5 +132,33 @@ def export_tflite(keras_model, path: Path, int8: bool = False, representative_x:
         converter.inference_output_type = tf.int8
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(converter.convert())
+    with _quiet_output(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        flat = converter.convert()
+    path.write_bytes(flat)
     return path
+
+
+@contextlib.contextmanager
+def _quiet_output() -> Iterator[None]:
+    """Silence the converter's prints and C++ logs (file descriptors 1 and 2); show them if it fails."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+                yield
+        except BaseException:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            log.seek(0)
+            sys.stderr.write(log.read().decode(errors="replace")[-4000:])
+            raise
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
