@@ -20,14 +20,25 @@ class HelpfulParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # noqa: D102 - argparse hook
         words = [w.strip("'\",") for w in message.split()]
-        options = [o for a in self._actions for o in a.option_strings]
-        options += [c for a in self._actions if isinstance(a.choices, dict) for c in a.choices]
+        options = _known_words(self)
         for word in words:
             close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
             if close and close[0] != word:
                 message += f" (did you mean {close[0]}?)"
                 break
         super().error(message)
+
+
+def _known_words(parser: argparse.ArgumentParser) -> list[str]:
+    """Every flag and subcommand name of parser and its subparsers."""
+    words = []
+    for action in parser._actions:
+        words += action.option_strings
+        if isinstance(action.choices, dict):
+            for name, subparser in action.choices.items():
+                words.append(name)
+                words += _known_words(subparser)
+    return words
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +63,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("args", nargs="*", metavar="key=value")
     sub.add_parser("certs", help="make a CA and a server certificate under certs/")
     return parser
+
+
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line; key=value words may come before or after flags."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        unknown = [w for w in extra if w.startswith("-") or "=" not in w]
+        if unknown or not hasattr(args, "args"):
+            parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
+        args.args = list(args.args) + extra
+    return args
 
 
 def _settings(runtime: str | None = None):
@@ -208,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cloud.labs import LabError
     from cloud.procs import HealthCheckError, PortInUseError
 
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     console = Console()
     try:
         return COMMANDS[args.command](args, console)

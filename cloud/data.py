@@ -174,3 +174,36 @@ def load_online_csv(name_or_url: str, cache_dir: Path, sha256: str | None = None
 
     url = ONLINE_CSVS.get(name_or_url, name_or_url)
     return pd.read_csv(fetch_csv(url, cache_dir, sha256))
+
+
+# ---------------------------------------------------------------------------
+# Planted anomalies: faulty "camera frames" with known labels, for scoring detectors.
+# ---------------------------------------------------------------------------
+
+FAULT_KINDS = ("noise", "shuffled", "dead_block")
+
+
+def faulty_frames(x: np.ndarray, n: int, seed: int = 42) -> tuple[np.ndarray, list[str]]:
+    """n corrupted copies of flat digits x (N, 64), cycling through FAULT_KINDS.
+
+    noise: uniform random pixels (a broken sensor); shuffled: the frame's own pixels in a
+    random order (right brightness, no shape); dead_block: a saturated 4x4 block pasted over
+    a real digit (stuck pixels). Returns (frames n x 64 float32 in [0, 1], kind per frame).
+    """
+    rng = np.random.default_rng(seed)
+    frames, kinds = [], []
+    for i in range(n):
+        kind = FAULT_KINDS[i % len(FAULT_KINDS)]
+        base = x[rng.integers(len(x))].copy()  # 64
+        if kind == "noise":
+            frame = rng.random(base.shape)
+        elif kind == "shuffled":
+            frame = rng.permutation(base)
+        else:
+            image = base.reshape(DIGITS_SHAPE)  # 8, 8
+            row, col = rng.integers(0, 5, size=2)
+            image[row:row + 4, col:col + 4] = 1.0
+            frame = image.ravel()
+        frames.append(frame.astype(np.float32))
+        kinds.append(kind)
+    return np.stack(frames), kinds

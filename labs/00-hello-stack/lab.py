@@ -17,12 +17,12 @@ def produce_events(bootstrap: str, topic: str, count: int) -> float:
     """Send count small JSON events keyed by device; returns seconds taken."""
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(**producer_config(bootstrap), key_serializer=str.encode,
-                             value_serializer=lambda v: json.dumps(v).encode())
+    producer = KafkaProducer(**producer_config(bootstrap))
     start = time.perf_counter()
     for i in range(count):
         device = f"device-{i % 3}"
-        producer.send(topic, key=device, value={"seq": i, "device": device})
+        event = {"seq": i, "device": device}
+        producer.send(topic, key=device.encode(), value=json.dumps(event).encode())
     producer.flush()
     producer.close()
     return time.perf_counter() - start
@@ -33,8 +33,7 @@ def consume_events(bootstrap: str, topic: str, group: str, count: int,
     """Read count events in a consumer group and commit; returns (events, first-record s, total s)."""
     from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer(topic, **consumer_config(bootstrap, group),
-                             value_deserializer=lambda b: json.loads(b))
+    consumer = KafkaConsumer(topic, **consumer_config(bootstrap, group))
     start = time.perf_counter()
     first = None
     events: list[dict] = []
@@ -42,7 +41,7 @@ def consume_events(bootstrap: str, topic: str, group: str, count: int,
         while len(events) < count and time.perf_counter() - start < timeout:
             for records in consumer.poll(timeout_ms=500).values():
                 first = first or time.perf_counter() - start
-                events.extend(r.value for r in records)
+                events.extend(json.loads(r.value) for r in records)
             consumer.commit()
     finally:
         consumer.close()
@@ -85,5 +84,5 @@ def run(ctx) -> dict:
         ("committed offsets", committed), ("first record after (s)", first_s),
         ("SuperLink healthy", superlink_ok),
     ])
-    return {"sent": n, "received": len(events), "distinct": unique, "committed": committed,
+    return {"stack_pids": stack.pids, "sent": n, "received": len(events), "distinct": unique, "committed": committed,
             "first_record_s": round(first_s, 2), "superlink_healthy": superlink_ok}

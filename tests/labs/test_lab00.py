@@ -1,0 +1,16 @@
+"""Lab 00 in quick mode: the numbers its README promises."""
+
+from cloud.labs import run_lab
+from cloud.procs import pid_alive
+
+
+def test_lab00_round_trips_every_event_and_stops_the_stack(run_settings):
+    metrics, run_path = run_lab("00", quick=True, settings=run_settings)
+
+    assert metrics["sent"] == metrics["received"] == metrics["distinct"] == 1000
+    assert metrics["committed"] == 1000
+    assert metrics["superlink_healthy"] is True
+    assert metrics["first_record_s"] < 15
+    assert (run_path / "metrics.json").exists() and (run_path / "output.txt").exists()
+    assert len(metrics["stack_pids"]) == 2
+    assert not any(pid_alive(pid) for pid in metrics["stack_pids"])

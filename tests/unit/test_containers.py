@@ -1,0 +1,83 @@
+"""Static checks of the compose stack (no Docker engine runs in CI): schema, lint, entry points."""
+
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cloud.settings import StackSettings
+from cloud.stack import service_specs
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+COMPOSE_FILES = [ROOT / "docker-compose.yml", *sorted((ROOT / "compose").glob("*.yml"))]
+DOCKERFILES = sorted((ROOT / "compose").glob("*.Dockerfile"))
+
+
+def compose_services() -> dict:
+    """Services of the base compose file."""
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+
+
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda p: p.name)
+def test_compose_file_matches_the_compose_spec(path):
+    done = subprocess.run([str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec",
+                           str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_lints_clean(path):
+    done = subprocess.run([str(BIN / "hadolint"), str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_built_service_runs_a_kit_entry_point():
+    from cloud.cli import parse as parse_cloud
+
+    parsers = {"cloud": parse_cloud}
+    try:
+        from edge.cli import build_parser as edge_parser
+
+        parsers["edge"] = lambda argv: edge_parser().parse_args(argv)
+    except ImportError:
+        pass
+    built = {name: s for name, s in compose_services().items() if "build" in s}
+    assert set(built) == {"cloud", "edge"}
+    for name, service in built.items():
+        program = service["entrypoint"][0]
+        assert program in parsers, f"{name}: entrypoint {program} is not a kit command"
+        parsers[program](service["command"])  # raises SystemExit if the command is wrong
+
+
+def test_superlink_service_uses_the_local_stack_flags():
+    local = service_specs(StackSettings(), ROOT / "runs" / "stack")["superlink"].command[1:]
+    container = compose_services()["superlink"]["command"]
+    strip = lambda argv: [a for a in argv if a not in ("127.0.0.1", "0.0.0.0")]  # noqa: E731
+    assert strip(container) == strip(local[:-1]) + [container[-1]]
+
+
+def test_kafka_advertises_an_internal_and_a_lan_listener():
+    env = compose_services()["kafka"]["environment"]
+    advertised = env["KAFKA_ADVERTISED_LISTENERS"]
+    assert "INTERNAL://kafka:19092" in advertised
+    assert "EXTERNAL://${KAFKA_HOST_IP" in advertised
+    assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == 1
+
+
+def test_services_wait_on_health_not_on_order():
+    for name, service in compose_services().items():
+        for dependency, condition in service.get("depends_on", {}).items():
+            assert condition == {"condition": "service_healthy"}, name
+            assert "healthcheck" in compose_services()[dependency], dependency
+
+
+def test_makefile_passes_the_versions_file_to_compose():
+    from cloud.compose import compose_command
+
+    cmd = compose_command("up")
+    assert cmd[:4] == ["docker", "compose", "--env-file", str(ROOT / "versions.env")]
+    assert shlex.join(cmd).endswith("up")
