@@ -138,7 +138,8 @@ def imbalance(ctx) -> dict:
             predicted[test_idx] = model.fit(x_fit, y_fit).predict(x[test_idx])
         recall, f1 = recall_score(y, predicted), f1_score(y, predicted)
         rows.append([name, recall, precision_score(y, predicted, zero_division=0), f1])
-        key = name.split(" ")[0] if name != "class weights" else "weighted"
+        key = {"plain": "plain", "class weights": "weighted",
+               "random oversampling": "oversampled", "random undersampling": "undersampled"}[name]
         metrics[f"imbalance_recall_{key}"], metrics[f"imbalance_f1_{key}"] = recall, f1
     ctx.table("Rare malignant class: out-of-fold predictions", ["strategy", "recall", "precision", "F1"], rows)
     return metrics
