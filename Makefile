@@ -25,7 +25,7 @@ help: ## List every target with one line each
 	@grep -hE '^[a-zA-Z0-9_%-]+:.*?## ' $(MAKEFILE_LIST) | \
 		awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-18s %s\n", $$1, $$2}'
 	@echo ""
-	@echo "  Options: RUNTIME=auto|local|docker  QUICK=1  ARGS=\"key=value ...\""
+	@echo "  Options: RUNTIME=auto|local|docker|external  QUICK=1  ARGS=\"key=value ...\""
 	@echo "  Labs:    make lab-00 ... (an unknown number lists the labs)"
 
 $(STAMP): pyproject.toml versions.env
@@ -38,7 +38,7 @@ $(STAMP): pyproject.toml versions.env
 install: $(STAMP) ## Create .venv and install the kit (done automatically on first use)
 
 lab-%: $(STAMP) ## Run a lab: make lab-07 [QUICK=1] [RUNTIME=local] [ARGS="devices=5"]
-	$(PY) -m cloud.cli lab $* --runtime $(RUNTIME) $(if $(QUICK),--quick) $(ARGS)
+	$(PY) -m cloud.cli lab $* --runtime $(RUNTIME) $(if $(filter 1 true yes,$(QUICK)),--quick) $(ARGS)
 
 test: $(STAMP) ## Set up, then run the whole test suite (unit, integration, labs)
 	$(PY) -m pytest $(PYTEST_ARGS)
