@@ -269,8 +269,21 @@ def print_table(console, title: str, rows: list[dict[str, Any]]) -> None:
     console.print(table)
 
 
-def main(run, console, quick: bool = False, seed: int = 42) -> dict[str, Any]:
-    """Run the edge benchmark into a run folder: table (printed and JSON), plot, and the targets."""
+def main(run, console, *tokens: str) -> dict[str, Any]:
+    """Run the edge benchmark into a run folder: table (printed and JSON), plot, and the targets.
+
+    ``tokens`` are ``key=value`` overrides: ``quick=1`` (4 epochs, 300 repeats), ``seed=42``,
+    ``repeats=3000``.
+    """
+    options = {"quick": "0", "seed": "42", "repeats": ""}
+    for token in tokens:
+        key, sep, value = token.partition("=")
+        if not sep or key not in options:
+            raise ValueError(f"bench edge: unknown argument {token!r}; valid: quick=1, seed=N, repeats=N")
+        options[key] = value
+    quick = options["quick"].lower() in ("1", "true", "yes", "on")
+    seed = int(options["seed"])
+    repeats = int(options["repeats"]) if options["repeats"] else (300 if quick else 3000)
     from cloud.publish import ensure_signing_key
     from cloud.settings import StackSettings
     from edge.keys import PUBLIC_KEY_FILE, load_public_key
@@ -285,7 +298,7 @@ def main(run, console, quick: bool = False, seed: int = 42) -> dict[str, Any]:
     key = ensure_signing_key(run.path)
     bundles = publish_digits_bundles(models, split, run.path / "bundles", key, seed=seed)
     public_key = load_public_key(run.path / "bundles" / PUBLIC_KEY_FILE)
-    rows = compare_runtimes(models, bundles, split, public_key, repeats=300 if quick else 3000)
+    rows = compare_runtimes(models, bundles, split, public_key, repeats=repeats)
     targets = check_targets(rows)
     print_table(console, "edge runtimes, digits CNN, 1 thread (ratios vs torch eager)", rows)
     console.print(

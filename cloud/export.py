@@ -101,9 +101,13 @@ def quantize_onnx_dynamic(fp32_path: Path, out_path: Path, op_types: tuple[str, 
     slower than fp32 on this kit's CPU; limiting it to MatMul/Gemm keeps fp32 speed.
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     kwargs = {} if op_types is None else {"op_types_to_quantize": list(op_types)}
-    quantize_dynamic(str(fp32_path), str(out_path), weight_type=QuantType.QInt8, **kwargs)
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        quantize_dynamic(str(prepared), str(out_path), weight_type=QuantType.QInt8, **kwargs)
     return Path(out_path)
 
 

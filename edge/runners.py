@@ -42,15 +42,23 @@ def inspect_model(model_path: Path, runtime: str) -> tuple[list[TensorSpec], lis
 
 
 def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: str = "int8") -> np.ndarray:
-    """Affine quantization ``q = clip(round(x / scale) + zero_point)`` to int8 or uint8."""
+    """Affine quantization ``q = clip(round(x / scale) + zero_point)`` to int8 or uint8 (x is not modified)."""
     info = np.iinfo(dtype)
-    q = np.round(x / scale) + zero_point
-    return np.clip(q, info.min, info.max).astype(dtype)
+    # In-place float32 steps: on an 8x8 sample Python overhead, not arithmetic, is the cost.
+    q = np.multiply(x, np.float32(1.0 / scale), dtype=np.float32)
+    np.rint(q, out=q)
+    q += np.float32(zero_point)
+    np.maximum(q, info.min, out=q)
+    np.minimum(q, info.max, out=q)
+    return q.astype(dtype)
 
 
 def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     """Inverse of quantize: ``x = scale * (q - zero_point)`` as float32."""
-    return (scale * (q.astype(np.float32) - zero_point)).astype(np.float32)
+    x = q.astype(np.float32)
+    x -= np.float32(zero_point)
+    x *= np.float32(scale)
+    return x
 
 
 def check_model_against_manifest(bundle: Bundle) -> None:
