@@ -149,10 +149,21 @@ class LocalStack:
                     f"[green]✓[/] {name:<9} {spec.host}:{spec.port}  pid {proc.pid}  "
                     f"healthy in {seconds:.1f} s"
                 )
+                if name == "broker":
+                    self.recreate_topics()
         except BaseException:
             self.down()
             raise
         return state
+
+    def recreate_topics(self) -> list[str]:
+        """Create the kit's topics (cloud.topics) that the broker lacks, e.g. after a memory-storage restart."""
+        from cloud.topics import ensure_topics
+
+        created = ensure_topics(self.settings.kafka_bootstrap_servers)
+        if created:
+            self.console.print(f"  topics created: {', '.join(created)}")
+        return created
 
     def down(self) -> list[str]:
         """Stop every recorded service by process id; returns the names stopped."""
