@@ -207,3 +207,23 @@ def faulty_frames(x: np.ndarray, n: int, seed: int = 42) -> tuple[np.ndarray, li
         frames.append(frame.astype(np.float32))
         kinds.append(kind)
     return np.stack(frames), kinds
+
+
+# ---------------------------------------------------------------------------
+# A sequence task for attention: "read the token the pointer points at".
+# ---------------------------------------------------------------------------
+
+
+def pointer_sequences(n: int, length: int = 8, values: int = 10, seed: int = 42):
+    """n sequences whose first token names a position p; the label is the value stored at p.
+
+    Tokens 0..values-1 are values; token values + p means "look at position p" (1 <= p < length).
+    Solving it needs content-based look-up, which is what attention does. Returns
+    (x: n x length int64 tokens, y: n int64 labels, vocabulary size).
+    """
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, values, size=(n, length))  # n, length
+    pointer = rng.integers(1, length, size=n)  # n
+    y = x[np.arange(n), pointer]  # n
+    x[:, 0] = values + pointer
+    return x.astype(np.int64), y.astype(np.int64), values + length

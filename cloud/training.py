@@ -138,3 +138,103 @@ def load_torch_cnn(folder: Path):
     model.load_state_dict(torch.load(folder / TORCH_CNN_FILE, map_location="cpu"))
     model.eval()
     return model
+
+
+LOSSES = ("cross_entropy", "mse")
+
+
+def fit_torch(model, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
+              epochs: int = 15, lr: float = 3e-3, batch_size: int = 32, seed: int = 42,
+              optimizer: str = "adam", weight_decay: float = 0.0, loss: str = "cross_entropy",
+              device: str = "auto") -> History:
+    """Train a torch classifier on any arrays (images, flat vectors, token sequences).
+
+    loss="cross_entropy" is the usual choice for logits; loss="mse" compares softmax
+    probabilities with one-hot targets, to show why cross-entropy is preferred.
+    """
+    import torch
+    from torch import nn
+
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    torch.manual_seed(seed)
+    dev = torch_device(device)
+    model.to(dev)
+    x = torch.from_numpy(x_train).to(dev)
+    y = torch.from_numpy(y_train).to(dev)
+    make = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop}
+    kwargs = {"momentum": 0.9} if optimizer == "sgd" else {}
+    opt = make[optimizer](model.parameters(), lr=lr, weight_decay=weight_decay, **kwargs)
+    cross_entropy = nn.CrossEntropyLoss()
+
+    def loss_fn(logits, target):  # logits B, K; target B
+        if loss == "cross_entropy":
+            return cross_entropy(logits, target)
+        one_hot = nn.functional.one_hot(target, logits.shape[1]).to(logits.dtype)  # B, K
+        return ((logits.softmax(dim=1) - one_hot) ** 2).sum(dim=1).mean()
+
+    generator = torch.Generator().manual_seed(seed)
+    history = History()
+    for _ in range(epochs):
+        model.train()
+        order = torch.randperm(len(x), generator=generator).to(dev)
+        total = 0.0
+        for start in range(0, len(x), batch_size):
+            idx = order[start : start + batch_size]
+            opt.zero_grad()
+            batch_loss = loss_fn(model(x[idx]), y[idx])
+            batch_loss.backward()
+            opt.step()
+            total += batch_loss.item() * len(idx)
+        history.loss.append(total / len(x))
+        history.val_accuracy.append(predict_accuracy(model, x_val, y_val))
+    return history
+
+
+def predict_accuracy(model, x: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> float:
+    """Top-1 accuracy of a torch classifier on any input array (no reshaping)."""
+    import torch
+
+    model.eval()
+    dev = next(model.parameters()).device
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            logits = model(torch.from_numpy(x[start : start + batch_size]).to(dev))  # B, K
+            correct += int((logits.argmax(1).cpu().numpy() == y[start : start + batch_size]).sum())
+    return correct / len(x)
+
+
+def tensorflow_device() -> str:
+    """'GPU' when TensorFlow sees one, else 'CPU' (imports TensorFlow quietly)."""
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    return "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
+
+
+def limit_threads(threads: int = 1) -> None:
+    """Cap torch and TensorFlow CPU threads (small models on shared cores run faster this way)."""
+    import os
+
+    import torch
+
+    torch.set_num_threads(threads)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        pass  # TensorFlow already started in this process; its thread pools are fixed now
+
+
+def save_keras_model(model, folder: Path) -> Path:
+    """Save a Keras model as digits_cnn.keras in folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / KERAS_CNN_FILE
+    model.save(path)
+    return path
