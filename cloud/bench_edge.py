@@ -60,6 +60,7 @@ def get_models(artifacts_dir: Path, split: DigitsSplit, seed: int = 42, epochs: 
     from cloud.training import KERAS_CNN_FILE, TORCH_CNN_FILE, load_torch_cnn, train_keras, train_torch
 
     set_single_thread()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before Keras loads TensorFlow
     folder = Path(artifacts_dir) / "lab-03"
     if (folder / TORCH_CNN_FILE).exists() and (folder / KERAS_CNN_FILE).exists():
         import keras
@@ -68,7 +69,6 @@ def get_models(artifacts_dir: Path, split: DigitsSplit, seed: int = 42, epochs: 
                           f"loaded lab 03's CNNs from {folder}")
     from cloud.models import build_keras_cnn, build_torch_cnn
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     torch_model = build_torch_cnn()
     train_torch(torch_model, split, epochs=epochs, seed=seed, device="cpu")
     torch_model.eval()
@@ -242,18 +242,20 @@ def plot_tradeoffs(rows: list[dict[str, Any]]):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for r in rows:
-        left.scatter(r["p50_us"], r["accuracy"], s=50)
-        left.annotate(r["runtime"], (r["p50_us"], r["accuracy"]), fontsize=8, xytext=(4, 4), textcoords="offset points")
-        right.scatter(r["size_kb"], r["accuracy"], s=50)
-        right.annotate(r["runtime"], (r["size_kb"], r["accuracy"]), fontsize=8, xytext=(4, 4), textcoords="offset points")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.6))
+    markers = "osD^v<>p*"
+    for i, r in enumerate(rows):
+        style = {"s": 60, "marker": markers[i % len(markers)], "label": r["runtime"]}
+        left.scatter(r["p50_us"], r["accuracy"], **style)
+        right.scatter(r["size_kb"], r["accuracy"], **style)
     left.set(xscale="log", xlabel="single-sample p50 latency (µs, log, 1 thread)", ylabel="top-1 accuracy (test split)",
              title="accuracy vs latency")
     right.set(xscale="log", xlabel="model file size (KB, log)", title="accuracy vs size")
     for ax in (left, right):
         ax.grid(alpha=0.3)
-    fig.tight_layout()
+    handles, labels = left.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     return fig
 
 
