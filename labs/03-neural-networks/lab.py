@@ -48,28 +48,28 @@ def side_by_side(ctx, split) -> dict:
         result = train()
         return result, time.perf_counter() - start
 
-    torch_mlp = build_torch_mlp()
+    torch_mlp = seeded(build_torch_mlp, seed)
     history, seconds = timed(lambda: fit_torch(torch_mlp, split.x_train, split.y_train, split.x_val,
                                                split.y_val, epochs=epochs, seed=seed))
     rows.append(["PyTorch", "MLP", _torch_params(torch_mlp),
                  predict_accuracy(torch_mlp, split.x_test, split.y_test), seconds])
     curves["PyTorch MLP"] = history
 
-    torch_cnn = build_torch_cnn()
+    torch_cnn = seeded(build_torch_cnn, seed)
     history, seconds = timed(lambda: train_torch(torch_cnn, split, epochs=epochs, seed=seed))
     rows.append(["PyTorch", "CNN", _torch_params(torch_cnn),
                  torch_accuracy(torch_cnn, split.x_test, split.y_test), seconds])
     curves["PyTorch CNN"] = history
     models["torch_cnn"] = torch_cnn
 
-    keras_mlp = build_keras_mlp()
+    keras_mlp = seeded(build_keras_mlp, seed, framework="keras")
     history, seconds = timed(lambda: train_keras(keras_mlp, split, epochs=epochs, lr=3e-3,
                                                  batch_size=32, seed=seed))
     rows.append(["Keras", "MLP", keras_mlp.count_params(),
                  keras_accuracy(keras_mlp, split.x_test, split.y_test), seconds])
     curves["Keras MLP"] = history
 
-    keras_cnn = build_keras_cnn()
+    keras_cnn = seeded(build_keras_cnn, seed, framework="keras")
     history, seconds = timed(lambda: train_keras(keras_cnn, split, epochs=epochs, lr=3e-3,
                                                  batch_size=32, seed=seed))
     rows.append(["Keras", "CNN", keras_cnn.count_params(),
@@ -89,6 +89,19 @@ def side_by_side(ctx, split) -> dict:
     return metrics, models
 
 
+def seeded(build, seed: int, *args, framework: str = "torch", **kwargs):
+    """Seed the framework's random generator, then build: initial weights follow from the seed."""
+    if framework == "torch":
+        import torch
+
+        torch.manual_seed(seed)
+    else:
+        import keras
+
+        keras.utils.set_random_seed(seed)
+    return build(*args, **kwargs)
+
+
 def _torch_params(model) -> int:
     """Number of trainable parameters of a torch model."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -102,7 +115,7 @@ def compare_choices(ctx, split) -> dict:
     ctx.step("3. Training choices, one at a time (PyTorch MLP)")
     rows, metrics = [], {}
     for name, model_kwargs, train_kwargs in VARIANTS:
-        model = build_torch_mlp(**model_kwargs)
+        model = seeded(build_torch_mlp, ctx.seed, **model_kwargs)
         settings = {"epochs": ctx.args["compare_epochs"], "lr": 3e-3, "seed": ctx.seed, **train_kwargs}
         start = time.perf_counter()
         history = fit_torch(model, split.x_train, split.y_train, split.x_val, split.y_val, **settings)
@@ -154,7 +167,7 @@ def attention(ctx) -> dict:
     ctx.console.print(f"task: {len(x_train)} sequences of {length} tokens; the first token says "
                       f"'look at position p', the label is the value at p (chance {1 / values:.0%}). "
                       f"Example: {x_train[0].tolist()} -> {y_train[0]}")
-    model = build_torch_attention_classifier(vocab, length, values)
+    model = seeded(build_torch_attention_classifier, ctx.seed, vocab, length, values)
     history = fit_torch(model, x_train, y_train, x_val, y_val, epochs=ctx.args["attention_epochs"],
                         lr=3e-3, batch_size=64, seed=ctx.seed, device="cpu")
     accuracy = predict_accuracy(model, x_test, y_test)
@@ -166,7 +179,7 @@ def attention(ctx) -> dict:
 
     # The same budget for an MLP on one-hot tokens: it must learn every (pointer, value) pair.
     one_hot = np.eye(vocab, dtype=np.float32)
-    mlp = build_torch_mlp(inputs=length * vocab, num_classes=values)
+    mlp = seeded(build_torch_mlp, ctx.seed, inputs=length * vocab, num_classes=values)
     flat = [one_hot[x].reshape(len(x), -1) for x in (x_train, x_val, x_test)]  # N, L * vocab
     mlp_history = fit_torch(mlp, flat[0], y_train, flat[1], y_val, epochs=ctx.args["attention_epochs"],
                             lr=3e-3, batch_size=64, seed=ctx.seed, device="cpu")

@@ -69,5 +69,6 @@ def test_same_seed_same_numbers(lab03, run_settings, tmp_path):
     # Execute
     again, _ = run_lab("03", quick=True, settings=settings)
     # Assert
-    for key in ("pytorch_cnn_accuracy", "keras_cnn_accuracy", "variant_batch_norm", "attention_accuracy"):
+    for key in ("pytorch_mlp_accuracy", "pytorch_cnn_accuracy", "keras_mlp_accuracy", "keras_cnn_accuracy",
+                "variant_batch_norm", "attention_accuracy"):
         assert again[key] == metrics[key], key
