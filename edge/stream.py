@@ -219,7 +219,9 @@ class KafkaSink:
             raise ConnectionError(f"broker has no topic(s) {sorted(missing)} yet")
         config = producer_config(self.bootstrap, enable_idempotence=True, max_block_ms=3000,
                                  allow_auto_create_topics=False, retries=5,
+                                 request_timeout_ms=int(self.flush_timeout_s * 1000),
                                  delivery_timeout_ms=int(self.flush_timeout_s * 1000) + 2000)
+        config["delivery_timeout_ms"] += config["linger_ms"]
         config.update(self.producer_overrides)
         return KafkaProducer(**config)
 

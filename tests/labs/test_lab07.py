@@ -1,0 +1,23 @@
+"""Lab 07 in quick mode: the numbers its README promises."""
+
+from cloud.labs import run_lab
+
+DETECT_WITHIN_EVENTS = 300  # labelled predictions after the drift starts
+RECOVERY_MARGIN = 0.08  # accuracy after the update within this of the pre-drift level
+
+
+def test_lab07_detects_drift_updates_every_device_and_counts_each_event_once(run_settings):
+    metrics, run_path = run_lab("07", quick=True, settings=run_settings)
+
+    devices = metrics["devices"]
+    assert len(devices) == 3
+    for name, d in devices.items():
+        assert d["produced"] == d["acknowledged"] == d["processed"] > 0, name  # none lost, none counted twice
+        assert d["model"] == metrics["new_model"] == "digits-stream@2", name
+    assert metrics["processed"] == sum(d["produced"] for d in devices.values())
+    assert metrics["dead_letters"] == 0
+    assert metrics["detection_delay_events"] is not None and metrics["detection_delay_events"] <= DETECT_WITHIN_EVENTS
+    assert metrics["accuracy_after_drift"] < metrics["accuracy_before_drift"] - 0.3
+    assert metrics["accuracy_after_update"] >= metrics["accuracy_before_drift"] - RECOVERY_MARGIN
+    assert metrics["updates"][0]["accuracy_after"] > metrics["updates"][0]["accuracy_before"]
+    assert (run_path / "timeline.png").exists()
