@@ -1,0 +1,294 @@
+"""Run federated learning for real: one SuperNode process per device, runs submitted with ``flwr run``.
+
+``Federation`` starts SuperNodes against a running SuperLink (each with its own FLWR_HOME and
+Runtime API port), waits until the SuperLink lists them online, submits the Flower app in
+``cloud/fedapp`` with ``flwr run``, follows the ServerApp's journal (a line per round), and then
+reads the run's final status with ``flwr ls``. Since ``flwr run`` exits 0 even when every client
+failed, a run counts as good only when the SuperLink says ``finished:completed`` and the journal
+says ``completed``; otherwise ``FederationError`` carries the clients' own error messages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from cloud import procs
+from cloud.federated import METRICS_FILE, MODEL_FILE, FederationError, FlConfig, run_config_string
+from cloud.stack import venv_env
+
+APP_DIR = Path(__file__).resolve().parent / "fedapp"
+CONNECTION = "kit"
+FIRST_SUPERNODE_PORT = 9094
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """The CA every party trusts, and the SuperLink's certificate and key signed by it."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+@dataclass
+class SuperNodeProcess:
+    """One device's SuperNode: its partition, Runtime API port, FLWR_HOME and process."""
+
+    partition_id: int
+    port: int
+    home: Path
+    log: Path
+    proc: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """Process id while started."""
+        return None if self.proc is None else self.proc.pid
+
+
+@dataclass
+class FlResult:
+    """What a finished run left: its id, status, journal, model file and wall time."""
+
+    run_id: int
+    status: str
+    journal: dict[str, Any]
+    model_path: Path
+    seconds: float
+    out_dir: Path
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+
+
+def flower_bin(name: str) -> str:
+    """Path of a Flower command in this Python's bin folder (flwr, flower-supernode)."""
+    return str(Path(sys.executable).parent / name)
+
+
+def supernode_command(superlink_address: str, partition_id: int, port: int, data_dir: Path,
+                      ca: Path | None = None, host: str = "127.0.0.1") -> list[str]:
+    """The flower-supernode command line for one device (TLS when a CA is given)."""
+    security = ["--root-certificates", str(ca)] if ca else ["--insecure"]
+    node_config = f'partition-id={partition_id} data-dir="{Path(data_dir).resolve()}"'
+    return [flower_bin("flower-supernode"), *security, "--superlink", superlink_address,
+            "--host", host, "--port", str(port), "--node-config", node_config]
+
+
+def write_cli_config(home: Path, superlink_address: str, ca: Path | None = None) -> Path:
+    """Write ``$FLWR_HOME/config.toml`` with the ``kit`` connection the flwr CLI uses."""
+    home.mkdir(parents=True, exist_ok=True)
+    security = f'root-certificates = "{Path(ca).resolve()}"' if ca else "insecure = true"
+    path = home / "config.toml"
+    path.write_text(f'[superlink]\ndefault = "{CONNECTION}"\n\n'
+                    f'[superlink.{CONNECTION}]\naddress = "{superlink_address}"\n{security}\n')
+    return path
+
+
+class Federation:
+    """SuperNodes for ``devices`` devices pointed at one SuperLink, and the runs submitted to it.
+
+    Use it as a context manager: every SuperNode it started is stopped, by process id, on exit.
+    """
+
+    def __init__(self, superlink_address: str, work_dir: Path, devices: int, data_dir: Path,
+                 tls: TlsFiles | None = None, console: Console | None = None,
+                 health_timeout_s: float = 60.0, first_port: int | None = None) -> None:
+        if devices < 1:
+            raise ValueError(f"devices must be >= 1, got {devices}")
+        self.superlink_address = superlink_address
+        self.work_dir = Path(work_dir).resolve()
+        self.data_dir = Path(data_dir).resolve()
+        self.tls = tls
+        self.console = console or Console(stderr=True)
+        self.health_timeout_s = health_timeout_s
+        self.cli_home = self.work_dir / "flwr-cli"
+        write_cli_config(self.cli_home, superlink_address, tls.ca if tls else None)
+        self.nodes = [
+            SuperNodeProcess(i, first_port + i if first_port else procs.free_port(),
+                             self.work_dir / f"supernode-{i}", self.work_dir / "logs" / f"supernode-{i}.log")
+            for i in range(devices)
+        ]
+
+    # ------------------------------------------------------------------ SuperNodes
+
+    def start(self) -> None:
+        """Start every SuperNode and wait until the SuperLink lists them all online."""
+        try:
+            for node in self.nodes:
+                self.start_node(node.partition_id, wait=False)
+            self.wait_online(len(self.nodes))
+        except BaseException:
+            self.stop()
+            raise
+
+    def start_node(self, partition_id: int, wait: bool = True) -> SuperNodeProcess:
+        """Start (or restart) one device's SuperNode; with wait, until its Runtime API answers."""
+        node = self.nodes[partition_id]
+        if node.proc is not None and node.proc.poll() is None:
+            raise RuntimeError(f"SuperNode {partition_id} already runs (pid {node.pid})")
+        procs.ensure_port_free("127.0.0.1", node.port, f"the Runtime API port of SuperNode {partition_id}")
+        cmd = supernode_command(self.superlink_address, partition_id, node.port, self.data_dir,
+                                self.tls.ca if self.tls else None)
+        node.proc = procs.start_process(cmd, node.log, env=venv_env({"FLWR_HOME": str(node.home)}))
+        if wait:
+            procs.wait_until(lambda: procs.port_answers("127.0.0.1", node.port),
+                             f"SuperNode {partition_id} Runtime API on port {node.port}",
+                             self.health_timeout_s, node.proc, node.log)
+        return node
+
+    def kill_node(self, partition_id: int) -> None:
+        """Kill one SuperNode and its ClientApp processes at once (SIGKILL: a device losing power)."""
+        node = self.nodes[partition_id]
+        if node.proc is None:
+            return
+        try:
+            os.killpg(node.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        node.proc.wait(timeout=10)
+
+    def wait_online(self, count: int, timeout: float | None = None) -> float:
+        """Wait until the SuperLink lists at least ``count`` SuperNodes online; returns seconds."""
+        def enough() -> bool:
+            for node in self.nodes:
+                if node.proc is not None and node.proc.poll() is not None:
+                    raise procs.HealthCheckError(
+                        f"SuperNode {node.partition_id} exited with code {node.proc.returncode}; "
+                        f"{procs.log_tail(node.log)}")
+            return len(self.online_nodes()) >= count
+
+        return procs.wait_until(enough, f"{count} SuperNodes online at {self.superlink_address}",
+                                timeout or self.health_timeout_s, interval=0.5)
+
+    def online_nodes(self) -> list[str]:
+        """Node ids the SuperLink lists as online (``flwr supernode ls``)."""
+        reply = self._flwr(["supernode", "ls", CONNECTION, "--format", "json"], check=False)
+        try:
+            nodes = json.loads(reply.stdout).get("nodes", [])
+        except json.JSONDecodeError:
+            return []
+        return [n["node-id"] for n in nodes if n.get("status") == "online"]
+
+    def stop(self) -> None:
+        """Stop every SuperNode this object started, by process id."""
+        for node in self.nodes:
+            if node.proc is not None:
+                procs.stop_pid(node.proc.pid)
+                node.proc.wait(timeout=5) if node.proc.poll() is None else None
+
+    def pids(self) -> list[int]:
+        """Process ids of the SuperNodes started."""
+        return [n.proc.pid for n in self.nodes if n.proc is not None]
+
+    def __enter__(self) -> Federation:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ runs
+
+    def _flwr(self, args: list[str], check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+        """Run the flwr CLI with this federation's FLWR_HOME."""
+        done = subprocess.run([flower_bin("flwr"), *args], capture_output=True, text=True, timeout=timeout,
+                              env=venv_env({"FLWR_HOME": str(self.cli_home)}))
+        if check and done.returncode != 0:
+            raise FederationError(f"`flwr {' '.join(args)}` exited {done.returncode}: "
+                                  f"{(done.stderr or done.stdout).strip()[-2000:]}")
+        return done
+
+    def submit(self, config: FlConfig) -> int:
+        """Submit the Flower app with these settings; returns the run id."""
+        done = self._flwr(["run", str(APP_DIR), CONNECTION, "--format", "json",
+                           "--run-config", run_config_string(config.run_config())])
+        try:
+            payload = json.loads(done.stdout[done.stdout.index("{"):])
+            return int(payload["run-id"])
+        except (ValueError, KeyError) as exc:
+            raise FederationError(f"could not read the run id from `flwr run`: {done.stdout!r}") from exc
+
+    def run_status(self, run_id: int) -> str:
+        """The SuperLink's status of a run, e.g. 'running' or 'finished:completed'."""
+        done = self._flwr(["ls", CONNECTION, "--run-id", str(run_id), "--format", "json"], check=False)
+        try:
+            runs = json.loads(done.stdout[done.stdout.index("{"):]).get("runs", [])
+        except ValueError:
+            return "unknown"
+        return str(runs[0].get("status", "unknown")) if runs else "unknown"
+
+    def run_log(self, run_id: int) -> str:
+        """The ServerApp's log of a run (``flwr log --show``)."""
+        return self._flwr(["log", str(run_id), CONNECTION, "--show"], check=False, timeout=30).stdout
+
+    def run(self, config: FlConfig, out_dir: Path, timeout: float = 600,
+            on_round: Callable[[dict[str, Any]], None] | None = None,
+            during: Callable[[dict[str, Any]], None] | None = None) -> FlResult:
+        """Submit a run, follow it to the end and return its results; FederationError if it failed.
+
+        ``on_round(entry)`` is called once per finished round; ``during(journal)`` on every journal
+        change (the kill-a-node experiment uses it to act in the middle of a round).
+        """
+        out_dir = Path(out_dir).resolve()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        journal_path = out_dir / METRICS_FILE
+        journal_path.unlink(missing_ok=True)
+        config = FlConfig(**{**config.__dict__, "out_dir": str(out_dir)})
+        start = time.monotonic()
+        run_id = self.submit(config)
+        reported, last_text, status = set(), "", "unknown"
+        last_change = last_check = time.monotonic()
+        journal: dict[str, Any] = {}
+        while True:
+            if journal_path.exists():
+                text = journal_path.read_text()
+                if text != last_text:
+                    last_text, journal, last_change = text, json.loads(text), time.monotonic()
+                    if during:
+                        during(journal)
+                    for entry in journal["rounds"]:
+                        if "central" in entry and entry["round"] not in reported:
+                            reported.add(entry["round"])
+                            if on_round:
+                                on_round(entry)
+            now = time.monotonic()
+            # Each `flwr ls` costs about a second of CPU: ask when the journal says it ended,
+            # or when it has been quiet for a while (a ServerApp that died before writing it).
+            quiet = now - last_change > 10 and now - last_check > 10
+            if journal.get("status") in ("completed", "failed") or quiet:
+                status, last_check = self.run_status(run_id), now
+                if status.startswith("finished"):
+                    break
+            if now - start > timeout:
+                raise FederationError(f"run {run_id} still '{status}' after {timeout:.0f} s; "
+                                      f"journal: {journal_path}; nodes' logs under {self.work_dir / 'logs'}")
+            time.sleep(0.2)
+        if journal_path.exists():
+            journal = json.loads(journal_path.read_text())
+        seconds = time.monotonic() - start
+        if status != "finished:completed" or journal.get("status") != "completed":
+            raise FederationError(self._explain_failure(run_id, status, journal, journal_path))
+        return FlResult(run_id, status, journal, out_dir / MODEL_FILE, seconds, out_dir, journal["rounds"])
+
+    def _explain_failure(self, run_id: int, status: str, journal: dict[str, Any], journal_path: Path) -> str:
+        """A message naming the run, its status, and the clients' errors or the ServerApp's log tail."""
+        errors = [e for entry in journal.get("rounds", []) for e in entry.get("errors", [])]
+        lines = [f"federated run {run_id} failed (SuperLink status {status!r}, journal "
+                 f"{journal.get('status', 'missing')!r} at {journal_path})"]
+        if errors:
+            lines += [f"  node {e['node_id']} ({e['phase']}): {e['reason']}" for e in errors[:5]]
+        if journal.get("error") and not errors:
+            lines.append(f"  ServerApp: {journal['error']}")
+        if not errors and not journal.get("error"):
+            lines.append("  ServerApp log tail:\n" + "\n".join(self.run_log(run_id).splitlines()[-15:]))
+        return "\n".join(lines)
