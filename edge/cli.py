@@ -204,16 +204,17 @@ def check_port(host: str, port: int, timeout: float) -> str | None:
 
 def cmd_join(args) -> int:
     """Check that the cloud's Kafka and SuperLink ports answer; say what to do about those that do not."""
-    services = [("Kafka broker", args.kafka_port, "KAFKA_BOOTSTRAP_SERVERS"),
-                ("Flower SuperLink", args.superlink_port, "SUPERLINK_ADDRESS")]
+    superlink_host = args.superlink_host or args.cloud
+    services = [("Kafka broker", args.cloud, args.kafka_port, "KAFKA_BOOTSTRAP_SERVERS"),
+                ("Flower SuperLink", superlink_host, args.superlink_port, "SUPERLINK_ADDRESS")]
     failed = 0
-    for name, port, variable in services:
-        problem = check_port(args.cloud, port, args.timeout)
+    for name, host, port, variable in services:
+        problem = check_port(host, port, args.timeout)
         if problem is None:
-            print(f"ok    {name} at {args.cloud}:{port} answers")
+            print(f"ok    {name} at {host}:{port} answers")
         else:
             failed += 1
-            print(f"FAIL  {name} at {args.cloud}:{port}: {problem}")
+            print(f"FAIL  {name} at {host}:{port}: {problem}")
     if failed:
         print(f"{failed} of {len(services)} services do not answer. On the cloud host run `make up` and "
               "`make status`; for a Raspberry Pi set KAFKA_ADVERTISED_HOST to the host's LAN address there; "
@@ -265,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     join.add_argument("--cloud", required=True, help="cloud host name or LAN address")
     join.add_argument("--kafka-port", type=int, default=DEFAULT_KAFKA_PORT)
     join.add_argument("--superlink-port", type=int, default=DEFAULT_SUPERLINK_PORT)
+    join.add_argument("--superlink-host", default=None,
+                      help="SuperLink host when it is not the --cloud host (compose: superlink)")
     join.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each port")
     join.set_defaults(func=cmd_join)
     return parser
