@@ -38,6 +38,7 @@ def run_settings(tmp_path, monkeypatch):
     return StackSettings(
         runs_dir=tmp_path / "runs",
         stack_dir=tmp_path / "stack",
+        artifacts_dir=tmp_path / "artifacts",
         kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
         superlink_address=f"127.0.0.1:{free_port()}",
         runtime="local",
