@@ -41,6 +41,10 @@ class StackSettings(BaseSettings):
     )
     stack_dir: Path = Field(Path("runs/stack"), description="STACK_DIR: logs and state of `cloud up`")
     health_timeout_s: float = Field(30.0, description="HEALTH_TIMEOUT_S")
+    superlink_tls: bool = Field(
+        False, description="SUPERLINK_TLS: serve the SuperLink over TLS with the certificates in CERTS_DIR"
+    )
+    certs_dir: Path = Field(Path("certs"), description="CERTS_DIR: ca.pem, server.pem, server.key (`make certs`)")
 
     def superlink(self) -> tuple[str, int]:
         """The SuperLink as (host, port)."""

@@ -36,10 +36,14 @@ class ServiceSpec:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def superlink_healthy(host: str, port: int, timeout_s: float = 1.0) -> bool:
-    """True when the SuperLink's HTTP API answers GET /health with 200."""
+def superlink_healthy(host: str, port: int, timeout_s: float = 1.0, ca: Path | None = None) -> bool:
+    """True when the SuperLink's API answers GET /health with 200 (over HTTPS, verified with ca, when given)."""
+    import ssl
+
+    scheme, context = ("https", ssl.create_default_context(cafile=str(ca))) if ca else ("http", None)
     try:
-        with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=timeout_s) as reply:
+        with urllib.request.urlopen(f"{scheme}://{host}:{port}/health", timeout=timeout_s,
+                                    context=context) as reply:
             return reply.status == 200
     except (urllib.error.URLError, OSError):
         return False
@@ -54,11 +58,27 @@ def venv_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def superlink_tls_files(settings: StackSettings):
+    """The CA, certificate and key in CERTS_DIR when SUPERLINK_TLS is on, else None; says what to run if missing."""
+    if not settings.superlink_tls:
+        return None
+    from cloud.certs import CertPaths
+
+    paths = CertPaths(Path(settings.certs_dir).resolve())
+    if not paths.complete():
+        raise FileNotFoundError(f"SUPERLINK_TLS is on but {paths.folder} lacks ca.pem, server.pem or server.key; "
+                                "run `make certs` (or set CERTS_DIR to where they are)")
+    return paths
+
+
 def service_specs(settings: StackSettings, state_dir: Path) -> dict[str, ServiceSpec]:
     """The services of the local stack, keyed by name."""
     kafka_host, kafka_port = settings.kafka_address()
     link_host, link_port = settings.superlink()
     bin_dir = Path(sys.executable).parent
+    tls = superlink_tls_files(settings)
+    security = (["--ssl-ca-certfile", str(tls.ca), "--ssl-certfile", str(tls.cert), "--ssl-keyfile", str(tls.key)]
+                if tls else ["--insecure"])
     return {
         "broker": ServiceSpec(
             name="broker",
@@ -76,12 +96,12 @@ def service_specs(settings: StackSettings, state_dir: Path) -> dict[str, Service
             port=link_port,
             command=[
                 str(bin_dir / "flower-superlink"),
-                "--insecure",
+                *security,
                 "--disable-runtime-dependency-installation",
                 "--host", link_host,
                 "--port", str(link_port),
             ],
-            healthy=lambda: superlink_healthy(link_host, link_port),
+            healthy=lambda: superlink_healthy(link_host, link_port, ca=tls.ca if tls else None),
             env={"FLWR_HOME": str((state_dir / "flwr-superlink").resolve())},
         ),
     }
