@@ -32,15 +32,6 @@ CONNECTION = "kit"
 FIRST_SUPERNODE_PORT = 9094
 
 
-@dataclass(frozen=True)
-class TlsFiles:
-    """The CA every party trusts, and the SuperLink's certificate and key signed by it."""
-
-    ca: Path
-    cert: Path
-    key: Path
-
-
 @dataclass
 class SuperNodeProcess:
     """One device's SuperNode: its partition, Runtime API port, FLWR_HOME and process."""
@@ -101,18 +92,18 @@ class Federation:
     """
 
     def __init__(self, superlink_address: str, work_dir: Path, devices: int, data_dir: Path,
-                 tls: TlsFiles | None = None, console: Console | None = None,
+                 ca: Path | None = None, console: Console | None = None,
                  health_timeout_s: float = 60.0, first_port: int | None = None) -> None:
         if devices < 1:
             raise ValueError(f"devices must be >= 1, got {devices}")
         self.superlink_address = superlink_address
         self.work_dir = Path(work_dir).resolve()
         self.data_dir = Path(data_dir).resolve()
-        self.tls = tls
+        self.ca = Path(ca).resolve() if ca else None  # the CA that signed the SuperLink's certificate: TLS on
         self.console = console or Console(stderr=True)
         self.health_timeout_s = health_timeout_s
         self.cli_home = self.work_dir / "flwr-cli"
-        write_cli_config(self.cli_home, superlink_address, tls.ca if tls else None)
+        write_cli_config(self.cli_home, superlink_address, self.ca)
         self.nodes = [
             SuperNodeProcess(i, first_port + i if first_port else procs.free_port(),
                              self.work_dir / f"supernode-{i}", self.work_dir / "logs" / f"supernode-{i}.log")
@@ -138,7 +129,7 @@ class Federation:
             raise RuntimeError(f"SuperNode {partition_id} already runs (pid {node.pid})")
         procs.ensure_port_free("127.0.0.1", node.port, f"the Runtime API port of SuperNode {partition_id}")
         cmd = supernode_command(self.superlink_address, partition_id, node.port, self.data_dir,
-                                self.tls.ca if self.tls else None)
+                                self.ca)
         node.proc = procs.start_process(cmd, node.log, env=venv_env({"FLWR_HOME": str(node.home)}))
         if wait:
             procs.wait_until(lambda: procs.port_answers("127.0.0.1", node.port),
