@@ -242,7 +242,7 @@ class KafkaSink:
                     future.get(timeout=0)
             except Exception as exc:  # noqa: BLE001 - any failure: keep the batch and retry it
                 if producer is not None:
-                    producer.close(timeout=0)
+                    _discard(producer)
                     producer = None
                 if not self.buffering:
                     self.buffering, outage_started = True, time.monotonic()
@@ -265,7 +265,15 @@ class KafkaSink:
                 self.log(f"{self.device_id}: broker answers again after {time.monotonic() - outage_started:.1f} s; "
                          f"draining the buffer in order ({waiting + len(batch)} events)")
         if producer is not None:
-            producer.close(timeout=5)
+            _discard(producer)
+
+
+def _discard(producer) -> None:
+    """Close a producer without waiting for what it still holds (the sink's own buffer keeps those events)."""
+    try:
+        producer.close(timeout=0)
+    except Exception:  # noqa: BLE001 - kafka-python's close may raise its flush timeout; the producer is gone anyway
+        pass
 
 
 # ----------------------------------------------------------------------------- model updates

@@ -1,0 +1,228 @@
+"""Streaming through the real broker: dead letters, crashes, rebalancing, a broker restart, a device restart."""
+
+from __future__ import annotations
+
+import signal
+import os
+import threading
+import time
+
+import pytest
+
+from cloud.procs import stop_pid, wait_until
+from cloud.stack import LocalStack
+from cloud.streaming import StoreReader, start_processor
+from cloud.topics import DEAD_LETTER, PREDICTIONS, TELEMETRY, TOPICS
+from edge.events import PredictionEvent, Telemetry
+from edge.kafka import consumer_config, producer_config
+
+
+@pytest.fixture()
+def broker(run_settings, tmp_path):
+    """A real broker (with the kit's topics) for one test; stopped afterwards."""
+    stack = LocalStack(run_settings, tmp_path / "stack")
+    stack.up(["broker"])
+    try:
+        yield stack
+    finally:
+        stack.down()
+
+
+def prediction(device: str, seq: int) -> PredictionEvent:
+    """A labelled prediction event."""
+    return PredictionEvent(device_id=device, seq=seq, model="digits-stream@1", predicted=seq % 10, confidence=0.9,
+                           true_label=seq % 10, latency_us=20.0, features=[0.25] * 64)
+
+
+def produce(bootstrap: str, items: list[tuple[str, bytes, bytes | None]]) -> None:
+    """Send (topic, value, key) triples with a plain kafka-python producer and wait for the broker."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(**producer_config(bootstrap))
+    for topic, value, key in items:
+        producer.send(topic, key=key, value=value)
+    producer.flush()
+    producer.close()
+
+
+def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 20.0) -> list:
+    """Every record of a topic from the beginning (stops at expect records or timeout)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(**consumer_config(bootstrap, None))
+    consumer.assign([TopicPartition(topic, p) for p in range(TOPICS[topic])])
+    consumer.seek_to_beginning()
+    records, deadline = [], time.monotonic() + timeout
+    while len(records) < expect and time.monotonic() < deadline:
+        for batch in consumer.poll(timeout_ms=300).values():
+            records += batch
+    consumer.close()
+    return records
+
+
+def start_ready(bootstrap, store, folder, name):
+    """A processor process, once it has partitions."""
+    proc, ready, log = start_processor(bootstrap, store, folder, name)
+    wait_until(ready.exists, name, 60, proc, log)
+    return proc, log
+
+
+def test_bad_messages_go_to_dead_letter_with_their_bytes_and_the_consumer_carries_on(broker, run_settings, tmp_path):
+    bootstrap = run_settings.kafka_bootstrap_servers
+    proc, _ = start_ready(bootstrap, tmp_path / "store.db", tmp_path, "p-dl")
+    try:
+        bad = {b"{not json": "invalid JSON", b"x" * 70_000: "oversized",
+               b'{"kind": "prediction", "schema_version": 9}': "unsupported schema_version 9",
+               Telemetry(device_id="d", seq=0, brightness=0.1, contrast=0.1, saturated=0.0, confidence=0.5,
+                         latency_us=1.0).to_bytes(): "wrong schema: kind 'telemetry'"}
+        good = [prediction("cam-x", i) for i in range(20)]
+        produce(bootstrap, [(PREDICTIONS, raw, b"k") for raw in bad]
+                + [(PREDICTIONS, e.to_bytes(), b"cam-x") for e in good])
+        store = StoreReader(tmp_path / "store.db")
+        wait_until(lambda: store.total() == 20, "20 good events processed", 30, proc)
+        letters = read_topic(bootstrap, DEAD_LETTER, len(bad))
+    finally:
+        stop_pid(proc.pid)
+
+    from cloud.processor import read_dead_letter
+
+    seen = {r.value: read_dead_letter(r) for r in letters}
+    assert set(seen) == set(bad)  # original bytes, unchanged
+    for raw, reason in bad.items():
+        assert reason in seen[raw]["reason"]
+        assert seen[raw]["topic"] == PREDICTIONS and seen[raw]["offset"] >= 0 and seen[raw]["partition"] >= 0
+    assert store.dead_letters() == len(bad)
+    assert store.counts() == {"cam-x": 20}
+
+
+def test_a_killed_processor_restarts_and_every_event_counts_once(broker, run_settings, tmp_path):
+    bootstrap = run_settings.kafka_bootstrap_servers
+    events = [prediction(f"cam-{i % 4}", i) for i in range(4000)]
+    produce(bootstrap, [(PREDICTIONS, e.to_bytes(), e.device_id.encode()) for e in events])
+    store = StoreReader(tmp_path / "store.db")
+
+    proc, _ = start_ready(bootstrap, tmp_path / "store.db", tmp_path, "p-first")
+    wait_until(lambda: store.total() >= 300, "some events processed", 30, proc)
+    os.kill(proc.pid, signal.SIGKILL)  # a crash: no clean shutdown, no final commit
+    proc.wait()
+    at_kill = store.total()
+    again, _ = start_ready(bootstrap, tmp_path / "store.db", tmp_path, "p-second")
+    try:
+        wait_until(lambda: store.total() >= 4000, "all events processed", 60, again)
+        time.sleep(0.5)  # let any replayed duplicates arrive (they must not be counted)
+        total = store.total()
+    finally:
+        stop_pid(again.pid)
+
+    assert 0 < at_kill < 4000
+    assert total == 4000
+    assert store.counts() == {f"cam-{i}": 1000 for i in range(4)}
+
+
+def test_two_processors_split_partitions_and_one_takes_over_when_the_other_dies(broker, run_settings, tmp_path):
+    bootstrap = run_settings.kafka_bootstrap_servers
+    store_path = tmp_path / "store.db"
+    store = StoreReader(store_path)
+    first, log_a = start_ready(bootstrap, store_path, tmp_path, "p-a")
+    second, log_b = start_ready(bootstrap, store_path, tmp_path, "p-b")
+    try:
+        wait_until(lambda: log_a.read_text().count("partitions assigned") >= 2, "rebalance to two members", 30, first)
+        devices = [f"cam-{i}" for i in range(12)]
+        batch1 = [prediction(d, s) for s in range(100) for d in devices]
+        produce(bootstrap, [(PREDICTIONS, e.to_bytes(), e.device_id.encode()) for e in batch1])
+        wait_until(lambda: store.total() >= len(batch1), "first batch", 30, first)
+        by_processor = dict(store._query("SELECT processor, COUNT(DISTINCT partition) FROM events GROUP BY 1"))
+        os.kill(second.pid, signal.SIGKILL)
+        second.wait()
+        batch2 = [prediction(d, s) for s in range(100, 200) for d in devices]
+        produce(bootstrap, [(PREDICTIONS, e.to_bytes(), e.device_id.encode()) for e in batch2])
+        wait_until(lambda: store.total() >= len(batch1) + len(batch2), "takeover", 60, first)
+        after = store._query("SELECT processor, COUNT(DISTINCT partition) FROM events WHERE seq >= 100 GROUP BY 1")
+    finally:
+        stop_pid(first.pid)
+
+    assert set(by_processor) == {"p-a", "p-b"}  # both had work: the partitions were split
+    assert dict(after) == {"p-a": 3}  # the survivor took every partition over
+    assert store.total() == 2400
+
+
+def test_devices_buffer_while_the_broker_is_down_and_resume_after_it_restarts(broker, run_settings):
+    from edge.stream import KafkaSink
+
+    bootstrap = run_settings.kafka_bootstrap_servers
+    lines: list[str] = []
+    sink = KafkaSink(bootstrap, "cam-r", log=lines.append, flush_timeout_s=2.0)
+    stop, sent = threading.Event(), []
+
+    def device() -> None:
+        """Write 200 events a second, remembering their ids in order."""
+        seq = 0
+        while not stop.is_set():
+            event = prediction("cam-r", seq)
+            sink.enqueue(PREDICTIONS, event.to_bytes())
+            sent.append(event.event_id)
+            seq += 1
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=device)
+    thread.start()
+    try:
+        wait_until(lambda: sum(sink.delivered.values()) > 200, "first deliveries", 20)
+        stop_pid(broker.pids()[0])  # memory storage: everything retained so far is gone
+        outage_from = len(sent)
+        wait_until(lambda: sink.buffering, "the sink to notice the outage", 30)
+        time.sleep(2.0)  # a few seconds of outage while the device keeps writing
+        broker.up(["broker"])  # same port; the stack re-creates the topics once healthy
+        restarted_at = len(sent)
+        wait_until(lambda: not sink.buffering, "the sink to drain", 30)
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        thread.join()
+        sink.close()
+    topics_now = read_topic(bootstrap, PREDICTIONS, len(sent) - outage_from)
+
+    arrived = [r for r in topics_now]
+    from edge.events import parse_event
+
+    ids = [parse_event(r.value).event.event_id for r in arrived]
+    assert set(sent[restarted_at:]) <= set(ids)  # every event sent after the restart arrived
+    assert set(sent[outage_from:]) <= set(ids)  # and so did those buffered during the outage
+    order = [sent.index(i) for i in ids if i in set(sent[outage_from:])]
+    assert order == sorted(order)  # in order (one partition per device key)
+    assert sink.pending() == 0 and sink.outages == 1
+    assert any("buffering locally" in line for line in lines)
+    assert any("answers again" in line for line in lines)
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        assert set(TOPICS) <= set(admin.list_topics())
+    finally:
+        admin.close()
+
+
+def test_a_killed_device_rejoins_under_its_old_id_without_corrupting_counts(broker, run_settings, tmp_path):
+    from cloud.streaming import prepare_initial_model, read_json, start_device
+
+    bootstrap = run_settings.kafka_bootstrap_servers
+    model = prepare_initial_model(run_settings.artifacts_dir, seed=0, epochs=8)
+    store = StoreReader(tmp_path / "store.db")
+    proc, _ = start_ready(bootstrap, tmp_path / "store.db", tmp_path, "p-dev")
+    device, stats, log = start_device(bootstrap, model, tmp_path, "cam-k", rate=200, duration=60, seed=1)
+    try:
+        wait_until(lambda: store.counts().get("cam-k", 0) > 200, "device streaming", 30, device)
+        os.kill(device.pid, signal.SIGKILL)
+        device.wait()
+        again, stats2, _ = start_device(bootstrap, model, tmp_path / "second", "cam-k", rate=200, duration=60,
+                                        seed=1, count=300)
+        wait_until(lambda: again.poll() is not None, "second run to finish", 60)
+        in_kafka = {r.value for t in (PREDICTIONS, TELEMETRY) for r in read_topic(bootstrap, t, 10**9, timeout=3)}
+        wait_until(lambda: store.total() >= len(in_kafka), "processor to catch up", 30, proc)
+        final = read_json(stats2, {})
+    finally:
+        stop_pid(proc.pid)
+
+    assert again.returncode == 0 and final["produced"] == final["delivered"]
+    assert store.counts() == {"cam-k": len(in_kafka)}  # every event in the topics, counted once
+    assert sum(final["delivered"].values()) == 600  # the new run's 300 readings x 2 events
