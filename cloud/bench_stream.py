@@ -1,0 +1,212 @@
+"""Streaming benchmark: broker rates, the device pipeline, the cloud processor against bare River, lab-07 start-up.
+
+``main(run, console, *args)`` is what ``cloud bench stream`` / ``make bench-stream`` calls; args are
+``key=value`` (``events=20000 readings=5000 lab=1``). Everything runs on this machine in one go, with
+the kit's own client settings (kafka-python), and the table is written to the run folder.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+DEFAULTS = {"events": 20000, "readings": 5000, "lab": 1, "seed": 0}
+
+
+def parse(args: tuple[str, ...]) -> dict[str, int]:
+    """key=value arguments over DEFAULTS (integers)."""
+    values = dict(DEFAULTS)
+    for token in args:
+        key, _, raw = token.partition("=")
+        if key not in values or not raw.lstrip("-").isdigit():
+            raise SystemExit(f"bench stream: bad argument {token!r}; use {' '.join(f'{k}={v}' for k, v in DEFAULTS.items())}")
+        values[key] = int(raw)
+    return values
+
+
+def raw_rates(bootstrap: str, events: int) -> dict[str, float]:
+    """Produce then consume ``events`` prediction-sized messages with the kit's producer and consumer settings."""
+    from kafka import KafkaConsumer, KafkaProducer
+
+    from cloud.broker import create_topics
+    from edge.events import PredictionEvent
+    from edge.kafka import consumer_config, producer_config
+
+    topic = f"bench-raw-{uuid.uuid4().hex[:6]}"
+    create_topics(bootstrap, {topic: 3})
+    value = PredictionEvent(device_id="cam-0", seq=0, model="m@1", predicted=1, confidence=0.9, true_label=1,
+                            latency_us=20.0, features=[0.1234] * 64).to_bytes()
+    producer = KafkaProducer(**producer_config(bootstrap))
+    start = time.perf_counter()
+    for i in range(events):
+        producer.send(topic, key=f"cam-{i % 3}".encode(), value=value)
+    producer.flush()
+    produce_s = time.perf_counter() - start
+    producer.close()
+    consumer = KafkaConsumer(topic, **consumer_config(bootstrap, f"bench-{uuid.uuid4().hex[:6]}",
+                                                      max_poll_records=2000))
+    seen, first = 0, None
+    deadline = time.monotonic() + 120
+    while seen < events and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=200).values():
+            first = first or time.perf_counter()
+            seen += len(records)
+    consume_s = time.perf_counter() - (first or time.perf_counter())
+    consumer.close()
+    return {"message_bytes": len(value), "produce_per_s": events / produce_s,
+            "consume_per_s": seen / consume_s if consume_s > 0 else float("nan")}
+
+
+def device_pipeline(bootstrap: str, artifacts_dir: Path, readings: int, seed: int) -> dict[str, float]:
+    """One device as fast as it goes: frames -> ONNX Runtime -> two events -> Kafka, until all acknowledged."""
+    from cloud.streaming import prepare_initial_model
+    from edge.bundle import load_bundle
+    from edge.device import EdgeDevice
+    from edge.keys import load_public_key
+    from edge.runners import open_runner
+    from edge.sources import DigitFrames
+    from edge.stream import DriftingCamera, KafkaSink
+
+    model = prepare_initial_model(artifacts_dir, seed=seed, epochs=8)
+    key = load_public_key(model.public_key)
+    runner = open_runner(load_bundle(model.bundle, key), num_threads=1)
+    camera = DriftingCamera(DigitFrames.from_file(model.frames, count=readings, seed=seed), glitch_rate=0.01, seed=seed)
+    sink = KafkaSink(bootstrap, "bench-cam", camera, log=lambda line: None)
+    start = time.perf_counter()
+    EdgeDevice(runner, camera, sink, name="bench-cam").run()  # closes the sink: waits for every acknowledgement
+    seconds = time.perf_counter() - start
+    events = sum(sink.delivered.values())
+    return {"readings_per_s": readings / seconds, "events_per_s": events / seconds, "events": events}
+
+
+def processor_vs_river(bootstrap: str, events: int, store: Path) -> dict[str, float]:
+    """The processor over the device's events in the topics, then the same River work over them in memory."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from cloud.processor import EventStore, ProcessorService, StreamProcessor, pooled_features
+    from cloud.topics import PREDICTIONS, TELEMETRY
+    from edge.events import parse_event
+    from edge.kafka import consumer_config
+
+    service = ProcessorService(bootstrap, store, group=f"bench-{uuid.uuid4().hex[:6]}", name="bench",
+                               log=lambda line: None)
+    marks: dict[str, float] = {}
+
+    def watch() -> None:
+        """Time from the first processed event to the last."""
+        while not service.stop.is_set():
+            done = sum(service.logic.processed.values())
+            if done and "first" not in marks:
+                marks["first"], marks["first_n"] = time.perf_counter(), done
+            if done >= events:
+                marks["last"] = time.perf_counter()
+                service.stop.set()
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    service.run(max_seconds=180)
+    service.stop.set()
+    watcher.join()
+    processed = sum(service.logic.processed.values())
+    rate = (processed - marks.get("first_n", 0)) / (marks.get("last", time.perf_counter()) - marks["first"])
+
+    consumer = KafkaConsumer(**consumer_config(bootstrap, None, max_poll_records=5000))
+    consumer.assign([TopicPartition(t, p) for t in (TELEMETRY, PREDICTIONS) for p in range(3)])
+    consumer.seek_to_beginning()
+    parsed = []
+    deadline = time.monotonic() + 60
+    while len(parsed) < events and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=200).values():
+            parsed += [parse_event(r.value).event for r in records]
+    consumer.close()
+    bare = StreamProcessor(EventStore(":memory:"))  # only its River parts are used below
+    inputs = []
+    for e in parsed:
+        if e.kind == "prediction":
+            inputs.append(("p", pooled_features(e.features), e.true_label, int(e.predicted != e.true_label), e.model))
+        else:
+            inputs.append(("t", {"brightness": e.brightness, "contrast": e.contrast, "saturated": e.saturated,
+                                 "confidence": e.confidence}, None, None, None))
+    detectors: dict[str, Any] = {}
+    start = time.perf_counter()
+    for kind, x, y, error, model in inputs:
+        if kind == "p":
+            guess = bare.online.predict_one(x)
+            bare.online.learn_one(x, y)
+            if guess is not None:
+                bare.online_accuracy.update(y, guess)
+            detectors.setdefault(model, bare._adwin(clock=8)).update(error)
+        else:
+            bare.scaler.learn_one(x)
+            scaled = bare.scaler.transform_one(x)
+            bare.hst.score_one(scaled)
+            bare.hst.learn_one(scaled)
+    bare_rate = len(inputs) / (time.perf_counter() - start)
+    return {"processor_per_s": rate, "bare_river_per_s": bare_rate, "processed": processed}
+
+
+def main(run, console, *args: str) -> dict[str, Any]:
+    """Run every measurement against a fresh local broker and print one table."""
+    from cloud.bench_edge import machine_name
+    from cloud.settings import StackSettings
+    from cloud.stack import LocalStack
+
+    opts = parse(args)
+    settings = StackSettings()
+    machine = machine_name()
+    console.print(f"machine: {machine}")
+    results: dict[str, Any] = {"machine": machine, "client": "kafka-python (the kit's settings, edge/kafka.py)"}
+    from cloud.procs import free_port
+
+    bench_settings = settings.model_copy(update={"kafka_bootstrap_servers": f"127.0.0.1:{free_port()}"})
+    stack = LocalStack(bench_settings, run.path / "stack", console=console)
+    stack.up(["broker"])
+    try:
+        bootstrap = bench_settings.kafka_bootstrap_servers
+        console.print(f"raw broker rates with {opts['events']} messages ...")
+        results.update(raw_rates(bootstrap, opts["events"]))
+        console.print(f"device pipeline with {opts['readings']} readings ...")
+        results.update({f"device_{k}": v for k, v in device_pipeline(bootstrap, settings.artifacts_dir,
+                                                                     opts["readings"], opts["seed"]).items()})
+        console.print("cloud processor vs bare River on the same events ...")
+        results.update(processor_vs_river(bootstrap, results["device_events"], run.path / "processed.db"))
+    finally:
+        stack.down()
+    if opts["lab"]:
+        from cloud.labs import run_lab
+        from rich.console import Console
+
+        console.print("lab 07 (quick, 12 s of streaming) for the start-up time ...")
+        metrics, _ = run_lab("07", ["duration=12", "drift_at=6"], quick=True, console=Console(quiet=True),
+                             settings=settings.model_copy(update={"runs_dir": run.path / "lab"}))
+        results["lab07_first_prediction_s"] = metrics["first_prediction_s"]
+    results["device_vs_raw_produce"] = results["device_events_per_s"] / results["produce_per_s"]
+    results["processor_vs_bare_river"] = results["processor_per_s"] / results["bare_river_per_s"]
+    rows = [
+        ("broker produce (kit producer)", f"{results['produce_per_s']:,.0f} msg/s", f"{results['message_bytes']} B messages"),
+        ("broker consume (kit consumer group)", f"{results['consume_per_s']:,.0f} msg/s", ""),
+        ("device: frame -> ONNX -> Kafka", f"{results['device_events_per_s']:,.0f} events/s",
+         f"{results['device_readings_per_s']:,.0f} readings/s; {results['device_vs_raw_produce']:.0%} of raw produce "
+         "(target >= 50%)"),
+        ("cloud processor (Kafka + dedupe + River)", f"{results['processor_per_s']:,.0f} events/s",
+         f"{results['processor_vs_bare_river']:.0%} of bare River (target >= 80%)"),
+        ("bare River loop, same events in memory", f"{results['bare_river_per_s']:,.0f} events/s",
+         "SoftmaxRegression on 16 features + ADWIN; MinMax + HalfSpaceTrees"),
+    ]
+    if "lab07_first_prediction_s" in results:
+        rows.append(("lab 07 start to first processed prediction", f"{results['lab07_first_prediction_s']:.1f} s",
+                     "target <= 10 s (model cached in artifacts/lab-07)"))
+    from rich.table import Table
+
+    table = Table(title=f"bench-stream on {machine}")
+    for column in ("measure", "value", "note"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    (run.path / "table.txt").write_text("\n".join(" | ".join(r) for r in [("measure", "value", "note"), *rows]) + "\n")
+    return results
