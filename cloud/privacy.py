@@ -122,14 +122,16 @@ def train_private(x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray, 
                   target_epsilon: float | None = None, noise_multiplier: float | None = None,
                   delta: float = 1e-5, epochs: int = 20, batch_size: int = 256,
                   max_physical_batch_size: int = 64, max_grad_norm: float = 1.0, lr: float = 1e-2,
-                  seed: int = 42, accountant: str = "prv", model=None) -> TrainResult:
+                  seed: int = 42, accountant: str = "prv", model=None,
+                  grad_sample_mode: str = "hooks") -> TrainResult:
     """Train the digit CNN with DP-SGD (Poisson sampling, per-sample clipping, Gaussian noise).
 
     Give target_epsilon (Opacus picks σ so that ε ≤ target after `epochs`) or noise_multiplier
     (σ fixed; ε is whatever it comes to). Logical batches of `batch_size` (expected size, Poisson
     sampled) are processed in physical chunks of at most max_physical_batch_size by
     BatchMemoryManager; the optimizer steps once per logical batch. ε is reported by both
-    the PRV and the RDP accountant for the same (σ, q, steps).
+    the PRV and the RDP accountant for the same (σ, q, steps). grad_sample_mode picks how
+    Opacus computes per-sample gradients ("hooks", "functorch", "ew"); all give the same DP-SGD.
     """
     if (target_epsilon is None) == (noise_multiplier is None):
         raise ValueError("give exactly one of target_epsilon (e.g. 3.0) or noise_multiplier (e.g. 1.0), "
@@ -137,11 +139,12 @@ def train_private(x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray, 
     with quiet_opacus():
         return _train_private(x_train, y_train, x_eval, y_eval, target_epsilon, noise_multiplier, delta,
                               epochs, batch_size, max_physical_batch_size, max_grad_norm, lr, seed,
-                              accountant, model)
+                              accountant, model, grad_sample_mode)
 
 
 def _train_private(x_train, y_train, x_eval, y_eval, target_epsilon, noise_multiplier, delta, epochs,
-                   batch_size, max_physical_batch_size, max_grad_norm, lr, seed, accountant, model):
+                   batch_size, max_physical_batch_size, max_grad_norm, lr, seed, accountant, model,
+                   grad_sample_mode):
     """The body of train_private, run with Opacus's routine warnings silenced."""
     import torch
     from opacus import PrivacyEngine
@@ -157,7 +160,8 @@ def _train_private(x_train, y_train, x_eval, y_eval, target_epsilon, noise_multi
     loader = _loader(x_train, y_train, batch_size, seed)
     engine = PrivacyEngine(accountant=accountant)
     common = dict(module=model, optimizer=optimizer, data_loader=loader, max_grad_norm=max_grad_norm,
-                  poisson_sampling=True, noise_generator=torch.Generator().manual_seed(seed + 1))
+                  poisson_sampling=True, noise_generator=torch.Generator().manual_seed(seed + 1),
+                  grad_sample_mode=grad_sample_mode)
     if target_epsilon is not None:
         model, optimizer, loader = engine.make_private_with_epsilon(
             target_epsilon=target_epsilon, target_delta=delta, epochs=epochs, **common)
