@@ -49,7 +49,7 @@ class FlConfig:
     lr: float = 0.1
     batch_size: int = 16
     proximal_mu: float = 0.05
-    server_lr: float = 0.03
+    server_lr: float = 0.1
     hidden: int = 32
     seed: int = 0
     partition_set: str = "iid"
@@ -242,6 +242,13 @@ class JournalledFedProx(JournalMixin, FedProx):
 
 class JournalledFedAdam(JournalMixin, FedAdam):
     """FedAdam: the averaged client update is a pseudo-gradient for an Adam step on the server."""
+
+    def aggregate_train(self, server_round, replies):
+        """Adam step, then back to float32: Flower's step multiplies by a numpy float64 and widens the model."""
+        arrays, metrics = super().aggregate_train(server_round, replies)
+        if arrays is not None:
+            arrays = params_to_record({k: a.numpy().astype(np.float32) for k, a in arrays.items()})
+        return arrays, metrics
 
 
 def make_strategy(config: FlConfig, journal: RoundJournal) -> FedAvg:

@@ -230,46 +230,42 @@ class Federation:
         ``on_round(entry)`` is called once per finished round; ``during(journal)`` on every journal
         change (the kill-a-node experiment uses it to act in the middle of a round).
         """
-        out_dir = Path(out_dir).resolve()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        journal_path = out_dir / METRICS_FILE
-        journal_path.unlink(missing_ok=True)
-        config = FlConfig(**{**config.__dict__, "out_dir": str(out_dir)})
+        results = self.run_many({"run": (config, out_dir)}, timeout,
+                                on_round=(lambda _, entry: on_round(entry)) if on_round else None,
+                                during=(lambda _, journal: during(journal)) if during else None)
+        return results["run"]
+
+    def run_many(self, runs: dict[str, tuple[FlConfig, Path]], timeout: float = 600,
+                 on_round: Callable[[str, dict[str, Any]], None] | None = None,
+                 during: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, FlResult]:
+        """Submit several runs at once (the SuperNodes serve them side by side) and follow all to the end.
+
+        Returns results by name; raises FederationError naming the first run that failed.
+        """
         start = time.monotonic()
-        run_id = self.submit(config)
-        reported, last_text, status = set(), "", "unknown"
-        last_change = last_check = time.monotonic()
-        journal: dict[str, Any] = {}
-        while True:
-            if journal_path.exists():
-                text = journal_path.read_text()
-                if text != last_text:
-                    last_text, journal, last_change = text, json.loads(text), time.monotonic()
-                    if during:
-                        during(journal)
-                    for entry in journal["rounds"]:
-                        if "central" in entry and entry["round"] not in reported:
-                            reported.add(entry["round"])
-                            if on_round:
-                                on_round(entry)
-            now = time.monotonic()
-            # Each `flwr ls` costs about a second of CPU: ask when the journal says it ended,
-            # or when it has been quiet for a while (a ServerApp that died before writing it).
-            quiet = now - last_change > 10 and now - last_check > 10
-            if journal.get("status") in ("completed", "failed") or quiet:
-                status, last_check = self.run_status(run_id), now
-                if status.startswith("finished"):
-                    break
-            if now - start > timeout:
-                raise FederationError(f"run {run_id} still '{status}' after {timeout:.0f} s; "
-                                      f"journal: {journal_path}; nodes' logs under {self.work_dir / 'logs'}")
+        followers = []
+        for name, (config, out_dir) in runs.items():
+            out_dir = Path(out_dir).resolve()
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / METRICS_FILE).unlink(missing_ok=True)
+            config = FlConfig(**{**config.__dict__, "out_dir": str(out_dir)})
+            followers.append(_RunFollower(name, self.submit(config), out_dir, time.monotonic()))
+        while any(not f.finished for f in followers):
+            for follower in followers:
+                if not follower.finished:
+                    follower.poll(self, on_round, during)
+            if time.monotonic() - start > timeout:
+                late = [f"{f.name} (run {f.run_id}, '{f.status}')" for f in followers if not f.finished]
+                raise FederationError(f"runs still going after {timeout:.0f} s: {', '.join(late)}; journals under "
+                                      f"their out-dirs; SuperNode logs under {self.work_dir / 'logs'}")
             time.sleep(0.2)
-        if journal_path.exists():
-            journal = json.loads(journal_path.read_text())
-        seconds = time.monotonic() - start
-        if status != "finished:completed" or journal.get("status") != "completed":
-            raise FederationError(self._explain_failure(run_id, status, journal, journal_path))
-        return FlResult(run_id, status, journal, out_dir / MODEL_FILE, seconds, out_dir, journal["rounds"])
+        results = {}
+        for f in followers:
+            if f.status != "finished:completed" or f.journal.get("status") != "completed":
+                raise FederationError(self._explain_failure(f.run_id, f.status, f.journal, f.journal_path))
+            results[f.name] = FlResult(f.run_id, f.status, f.journal, f.out_dir / MODEL_FILE,
+                                       f.finished_at - f.submitted_at, f.out_dir, f.journal["rounds"])
+        return results
 
     def _explain_failure(self, run_id: int, status: str, journal: dict[str, Any], journal_path: Path) -> str:
         """A message naming the run, its status, and the clients' errors or the ServerApp's log tail."""
@@ -283,3 +279,93 @@ class Federation:
         if not errors and not journal.get("error"):
             lines.append("  ServerApp log tail:\n" + "\n".join(self.run_log(run_id).splitlines()[-15:]))
         return "\n".join(lines)
+
+
+@dataclass
+class _RunFollower:
+    """Follows one submitted run: reads its journal as it grows and asks the SuperLink for its status."""
+
+    name: str
+    run_id: int
+    out_dir: Path
+    submitted_at: float
+    status: str = "unknown"
+    journal: dict[str, Any] = field(default_factory=dict)
+    finished_at: float = 0.0
+    _text: str = ""
+    _reported: set = field(default_factory=set)
+    _last_change: float = field(default_factory=time.monotonic)
+    _last_check: float = field(default_factory=time.monotonic)
+
+    @property
+    def journal_path(self) -> Path:
+        """The ServerApp's metrics file for this run."""
+        return self.out_dir / METRICS_FILE
+
+    @property
+    def finished(self) -> bool:
+        """True once the SuperLink reports the run finished."""
+        return self.status.startswith("finished")
+
+    def poll(self, federation: Federation, on_round, during) -> None:
+        """Read the journal if it changed (calling the callbacks) and check the status when due."""
+        self._read(on_round, during)
+        now = time.monotonic()
+        # Each `flwr ls` costs about a second of CPU: ask when the journal says the run ended,
+        # or when it has been quiet for a while (a ServerApp that died before writing it).
+        quiet = now - self._last_change > 10 and now - self._last_check > 10
+        if self.journal.get("status") in ("completed", "failed") or quiet:
+            self.status, self._last_check = federation.run_status(self.run_id), now
+            if self.finished:
+                self.finished_at = now
+                self._read(on_round, during)
+
+    def _read(self, on_round, during) -> None:
+        """Reload the journal if it changed; call during(name, journal) and on_round(name, entry) for new rounds."""
+        if not self.journal_path.exists():
+            return
+        text = self.journal_path.read_text()
+        if text == self._text:
+            return
+        self._text, self.journal, self._last_change = text, json.loads(text), time.monotonic()
+        if during:
+            during(self.name, self.journal)
+        for entry in self.journal["rounds"]:
+            if "central" in entry and entry["round"] not in self._reported:
+                self._reported.add(entry["round"])
+                if on_round:
+                    on_round(self.name, entry)
+
+
+@dataclass
+class NodeDropout:
+    """Kill one SuperNode (SIGKILL) as a round's training starts; restart it once that round has ended.
+
+    Pass it as ``during`` to ``Federation.run``; ``killed_at``/``restarted_at`` say when it acted.
+    """
+
+    federation: Federation
+    partition_id: int
+    round: int
+    console: Console | None = None
+    killed_at: float | None = None
+    restarted_at: float | None = None
+
+    def __call__(self, journal: dict[str, Any]) -> None:
+        """Act on the journal's latest state."""
+        entry = next((e for e in journal.get("rounds", []) if e["round"] == self.round), None)
+        if entry is None:
+            return
+        if self.killed_at is None and "train" in entry["sampled"]:
+            self.federation.kill_node(self.partition_id)
+            self.killed_at = time.monotonic()
+            self._say(f"round {self.round}: killed SuperNode {self.partition_id} (SIGKILL) while it trains")
+        elif self.killed_at is not None and self.restarted_at is None and "central" in entry:
+            self.federation.start_node(self.partition_id)
+            self.restarted_at = time.monotonic()
+            self._say(f"round {self.round} ended without it; restarted SuperNode {self.partition_id}")
+
+    def _say(self, text: str) -> None:
+        """Print a line when a console was given."""
+        if self.console is not None:
+            self.console.print(f"[yellow]{text}[/]")

@@ -129,6 +129,25 @@ def plot_histograms(histograms: dict[str, np.ndarray]):
     return fig
 
 
+def write_digits_federation(out_dir: Path, devices: int, partitionings: list[tuple[str, float | None]],
+                            seed: int) -> tuple[dict[str, np.ndarray], Path]:
+    """Write each partitioning of the digits (train + validation part) under out_dir/<set name>/, and
+    the central test split as out_dir/central_test.npz; returns (class histograms by set name, test path)."""
+    from cloud.data import digits_split
+
+    split = digits_split(seed)
+    x, y = np.concatenate([split.x_train, split.x_val]), np.concatenate([split.y_train, split.y_val])
+    histograms = {}
+    for scheme, alpha in partitionings:
+        name = set_name(scheme, alpha)
+        parts = make_partitions(y, scheme, devices, seed, alpha if alpha is not None else 0.5)
+        write_partitions(x, y, parts, Path(out_dir) / name, seed=seed)
+        histograms[name] = class_histograms(y, parts)
+    test_path = Path(out_dir) / "central_test.npz"
+    np.savez(test_path, x_test=split.x_test, y_test=split.y_test)
+    return histograms, test_path
+
+
 def _check(parts: int, samples: int) -> None:
     """Raise when the number of devices does not fit the data."""
     if parts < 1 or parts > samples:

@@ -183,3 +183,24 @@ def test_run_config_string_is_toml():
     assert parsed == values
     with pytest.raises(ValueError, match="strategy='fedsgd'"):
         FlConfig.from_run_config({"strategy": "fedsgd"})
+
+
+def test_fedadam_keeps_the_model_float32(in_a_run, tmp_path):
+    clients, sizes = tiny_clients()
+    strategy = make_strategy(FlConfig(strategy="fedadam"), RoundJournal(tmp_path / "j.json", FlConfig(), 7))
+    strategy.current_arrays = {k: v for k, v in init_params(3, 2, 2, seed=0).items()}  # what configure_train keeps
+    arrays, _ = strategy.aggregate_train(1, [reply(p, n, i) for i, (p, n) in enumerate(zip(clients, sizes))])
+    assert {a.numpy().dtype for a in arrays.values()} == {np.dtype(np.float32)}
+
+
+def test_onnx_export_of_the_mlp_matches_numpy_exactly(tmp_path):
+    import onnxruntime as ort
+
+    from cloud.mlp_export import mlp_to_onnx
+    from edge.mlp import forward
+
+    params = init_params(seed=5)
+    path = mlp_to_onnx(params, tmp_path / "mlp.onnx")
+    x = np.random.default_rng(0).random((7, 64)).astype(np.float32)
+    logits = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"features": x})[0]
+    np.testing.assert_allclose(logits, forward(params, x), rtol=1e-5, atol=1e-5)

@@ -1,0 +1,206 @@
+"""Benchmark federated rounds on this machine: round time and its non-training part for 1-10 SuperNodes.
+
+For each number of SuperNodes it starts a SuperLink and the nodes, runs a few FedAvg rounds
+(training messages only), and measures: round wall time, the slowest device's local training
+time (the round's critical path), the rest (overhead), and the memory of each node (SuperNode
+plus the ClientApp processes it starts, peak resident set). Separately it times what one
+ClientApp process costs to start with Flower's runtime alone, with the kit's ClientApp, and with
+torch (what a heavier ClientApp would pay), and runs once with Flower's stock 3 s reply polling.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+SUPERNODE_IDLE_POLL_S = 3.0  # flwr/supernode/start_client_internal.py sleeps 3 s when no message is waiting
+STOCK_GRID_POLL_S = 3.0  # flwr's Grid.send_and_receive sleeps 3 s between reply pulls
+TARGET_MEMORY_GB = 8.0
+IMPORTS = {
+    "Flower ClientApp runtime": "import flwr.supernode.cli.flwr_clientapp",
+    "+ kit ClientApp (numpy MLP)": "import flwr.supernode.cli.flwr_clientapp, edge.federated",
+    "+ torch (if the ClientApp used it)": "import flwr.supernode.cli.flwr_clientapp, edge.federated, torch",
+}
+
+
+def group_rss_mb(pgid: int) -> float:
+    """Resident memory (MB) of every process in a process group (a SuperNode and its ClientApps)."""
+    total_kb = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            if int(fields[2]) != pgid:  # field 5 of stat: the process group
+                continue
+            with open(f"/proc/{entry.name}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        total_kb += int(line.split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total_kb / 1024
+
+
+class MemorySampler:
+    """Samples each SuperNode group's RSS every interval seconds in a background thread; keeps the peaks."""
+
+    def __init__(self, pgids: list[int], interval: float = 0.5) -> None:
+        self.pgids = pgids
+        self.interval = interval
+        self.peak = {pgid: 0.0 for pgid in pgids}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            for pgid in self.pgids:
+                self.peak[pgid] = max(self.peak[pgid], group_rss_mb(pgid))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def import_cost(statement: str, repeats: int = 3) -> dict[str, float]:
+    """Median wall seconds and peak RSS (MB) of a fresh Python process running one import statement."""
+    code = f"import time, resource; t = time.perf_counter(); {statement}; " \
+           "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    seconds, rss = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        total = time.perf_counter() - start
+        if done.returncode != 0:
+            raise RuntimeError(f"`{statement}` failed: {done.stderr.strip()[-500:]}")
+        _, maxrss_kb = done.stdout.split()
+        seconds.append(total)
+        rss.append(int(maxrss_kb) / 1024)
+    return {"seconds": statistics.median(seconds), "rss_mb": statistics.median(rss)}
+
+
+def bench_nodes(run_path: Path, nodes: int, rounds: int, seed: int, poll_interval: float,
+                console: Console) -> dict[str, Any]:
+    """Start a SuperLink and ``nodes`` SuperNodes, run FedAvg rounds, return round times and memory."""
+    from cloud.federated import FlConfig
+    from cloud.federation import Federation
+    from cloud.partition import write_digits_federation
+    from cloud.procs import free_port
+    from cloud.settings import StackSettings
+    from cloud.stack import LocalStack
+
+    folder = run_path / f"nodes-{nodes}-poll-{poll_interval:g}"
+    _, test_path = write_digits_federation(folder / "data", nodes, [("iid", None)], seed)
+    settings = StackSettings(superlink_address=f"127.0.0.1:{free_port()}", stack_dir=folder / "stack")
+    stack = LocalStack(settings, folder / "stack", console=console)
+    stack.up(["superlink"])
+    try:
+        federation = Federation(settings.superlink_address, folder / "federation", nodes, folder / "data",
+                                console=console, health_timeout_s=180)
+        start = time.monotonic()
+        with federation:
+            online_s = time.monotonic() - start
+            idle_mb = [group_rss_mb(pid) for pid in federation.pids()]
+            config = FlConfig(num_server_rounds=rounds, min_nodes=nodes, round_timeout=300, seed=seed,
+                              test_path=str(test_path), evaluate_every=-1, poll_interval=poll_interval)
+            with MemorySampler(federation.pids()) as sampler:
+                result = federation.run(config, folder / "out", timeout=900)
+            peak_mb = list(sampler.peak.values())
+    finally:
+        stack.down()
+    # Round 1 also installs the app (FAB) on every node: steady-state numbers use the later rounds.
+    steady = result.rounds[1:] or result.rounds
+    round_s = [r["seconds"] for r in steady]
+    train_s = [max(t["train_seconds"] for t in r["train"]) for r in steady]
+    return {
+        "nodes": nodes, "poll_interval": poll_interval, "online_s": online_s,
+        "round_s": statistics.mean(round_s), "first_round_s": result.rounds[0]["seconds"],
+        "train_s": statistics.mean(train_s), "overhead_s": statistics.mean(round_s) - statistics.mean(train_s),
+        "idle_node_mb": statistics.mean(idle_mb), "peak_node_mb": max(peak_mb), "peak_total_mb": sum(peak_mb),
+        "accuracy": result.rounds[-1]["central"]["accuracy"], "run_s": result.seconds,
+    }
+
+
+def main(run, console: Console, *tokens: str) -> dict[str, Any]:
+    """``cloud bench fl [quick=1] [nodes=1,3,5,10] [rounds=3] [seed=0]``: the table, JSON and the largest overhead."""
+    from edge.cli import machine_name
+
+    options = {"quick": "0", "nodes": "1,3,5,10", "rounds": "3", "seed": "0"}
+    for token in tokens:
+        key, sep, value = token.partition("=")
+        if not sep or key not in options:
+            raise ValueError(f"bench fl: unknown argument {token!r}; valid: quick=1, nodes=1,3,5,10, rounds=N, seed=N")
+        options[key] = value
+    quick = options["quick"].lower() in ("1", "true", "yes", "on")
+    counts = [1, 3] if quick and "nodes=" not in " ".join(tokens) else [int(n) for n in options["nodes"].split(",")]
+    rounds = 2 if quick and "rounds=" not in " ".join(tokens) else int(options["rounds"])
+    seed = int(options["seed"])
+    console.print(f"machine: {machine_name()}")
+
+    console.rule("ClientApp process start: one fresh Python per message")
+    imports = {name: import_cost(statement) for name, statement in IMPORTS.items()}
+    table = Table(title="start cost of one ClientApp process (median of 3)")
+    for column in ("imports", "seconds", "peak RSS MB"):
+        table.add_column(column)
+    for name, cost in imports.items():
+        table.add_row(name, f"{cost['seconds']:.2f}", f"{cost['rss_mb']:.0f}")
+    console.print(table)
+
+    rows = []
+    for n in counts:
+        console.rule(f"{n} SuperNode{'s' if n > 1 else ''}, {rounds} rounds")
+        rows.append(bench_nodes(run.path, n, rounds, seed, 0.2, console))
+        console.print(f"{n} nodes: round {rows[-1]['round_s']:.1f} s, training {rows[-1]['train_s']:.3f} s")
+    stock_n = 3 if 3 in counts else counts[0]
+    console.rule(f"{stock_n} SuperNodes with Flower's stock {STOCK_GRID_POLL_S:g} s reply polling")
+    stock = bench_nodes(run.path, stock_n, rounds, seed, STOCK_GRID_POLL_S, console)
+
+    table = Table(title=f"federated rounds on this machine ({rounds} rounds, train messages only; steady rounds)")
+    for column in ("SuperNodes", "round s", "local training s", "overhead s", "first round s", "online s",
+                   "MB per node (idle)", "MB per node (peak)", "MB total (peak)"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(str(r["nodes"]), f"{r['round_s']:.2f}", f"{r['train_s']:.3f}", f"{r['overhead_s']:.2f}",
+                      f"{r['first_round_s']:.1f}", f"{r['online_s']:.1f}", f"{r['idle_node_mb']:.0f}",
+                      f"{r['peak_node_mb']:.0f}", f"{r['peak_total_mb']:.0f}")
+    console.print(table)
+
+    clientapp_s = imports["+ kit ClientApp (numpy MLP)"]["seconds"]
+    kit_part = clientapp_s - imports["Flower ClientApp runtime"]["seconds"]
+    parts = {
+        "ClientApp process start (fresh Python + Flower runtime imports, per message)": clientapp_s,
+        "SuperNode idle polling (sleeps 3 s between pulls; mean wait)": SUPERNODE_IDLE_POLL_S / 2,
+        "server reply polling (0.2 s in the kit's PollingGrid; mean wait)": 0.1,
+    }
+    largest = max(parts, key=parts.get)
+    one = rows[0]
+    console.print(f"overhead per round with {one['nodes']} node(s): {one['overhead_s']:.2f} s of {one['round_s']:.2f} s; "
+                  f"local training {one['train_s'] * 1000:.0f} ms")
+    for name, seconds in parts.items():
+        console.print(f"  {seconds:5.2f} s  {name}")
+    console.print(f"largest part: {largest}; the kit's own imports add {kit_part:+.2f} s to it "
+                  f"(torch would add {imports['+ torch (if the ClientApp used it)']['seconds'] - clientapp_s:.2f} s)")
+    console.print(f"stock Grid polling ({STOCK_GRID_POLL_S:g} s) with {stock_n} nodes: round {stock['round_s']:.2f} s "
+                  f"vs {next(r['round_s'] for r in rows if r['nodes'] == stock_n):.2f} s with 0.2 s polling")
+    biggest = max(rows, key=lambda r: r["nodes"])
+    fits = biggest["peak_total_mb"] / 1024 < TARGET_MEMORY_GB
+    console.print(f"{biggest['nodes']} SuperNodes peaked at {biggest['peak_total_mb'] / 1024:.2f} GB together: "
+                  f"{'fits' if fits else 'does NOT fit'} in {TARGET_MEMORY_GB:g} GB")
+    return {"machine": machine_name(), "rounds": rounds, "clientapp_start": imports, "rows": rows,
+            "stock_grid": stock, "overhead_parts_s": parts, "largest_overhead": largest,
+            "fits_memory_target": fits}

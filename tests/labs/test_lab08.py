@@ -1,0 +1,34 @@
+"""Lab 08 in quick mode: the numbers its README promises, and nothing left running."""
+
+import os
+
+from cloud.labs import run_lab
+from cloud.procs import pid_alive
+
+
+def process_group_empty(pgid: int) -> bool:
+    """True when no process is left in a process group (a SuperNode and the ClientApps it started)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_lab08_federates_iid_better_than_non_iid_deploys_a_verified_bundle_and_leaves_no_orphans(run_settings):
+    metrics, run_path = run_lab("08", quick=True, settings=run_settings)
+
+    accuracy = metrics["accuracy"]
+    assert metrics["centralized_accuracy"] > 0.94
+    assert accuracy["fedavg/iid"] >= 0.90  # README: 3 devices, 3 rounds of FedAvg on IID data reach >= 0.90
+    assert accuracy["fedavg/dir0.1"] < accuracy["fedavg/iid"] - 0.03  # label skew costs accuracy
+    assert metrics["rounds_to_90pct"]["fedavg/iid"] <= 3
+    assert set(accuracy) == {"fedavg/iid", "fedavg/dir0.1", "fedadam/dir0.1"}
+    assert metrics["bytes_per_round"]["fedavg/iid"] == 3 * 2 * (64 * 32 + 32 + 32 * 10 + 10) * 4
+    assert metrics["bundle_verified"] is True
+    assert min(metrics["device_accuracy"]) > 0.85
+    assert (run_path / "accuracy_per_round.png").exists() and (run_path / "class_histograms.png").exists()
+    pids = metrics["stack_pids"] + metrics["supernode_pids"]
+    assert len(metrics["supernode_pids"]) == 3
+    assert not any(pid_alive(pid) for pid in pids)
+    assert all(process_group_empty(pid) for pid in pids)
