@@ -81,3 +81,33 @@ def test_makefile_passes_the_versions_file_to_compose():
     cmd = compose_command("up")
     assert cmd[:4] == ["docker", "compose", "--env-file", str(ROOT / "versions.env")]
     assert shlex.join(cmd).endswith("up")
+
+
+def overlay_services() -> list[tuple[str, str, dict]]:
+    """(file, service, definition) for every service of every compose overlay."""
+    found = []
+    for path in sorted((ROOT / "compose").glob("*.yml")):
+        for name, service in (yaml.safe_load(path.read_text()).get("services") or {}).items():
+            found.append((path.name, name, service))
+    return found
+
+
+def test_overlay_services_run_kit_modules():
+    import importlib.util
+
+    checked = 0
+    for file, name, service in overlay_services():
+        entrypoint = list(service.get("entrypoint") or [])
+        command = list(service.get("command") or [])
+        argv = entrypoint + command
+        if argv[:2] == ["python", "-m"]:
+            module = argv[2]
+            assert module.split(".")[0] in ("cloud", "edge"), f"{file}:{name} runs {module}"
+            spec = importlib.util.find_spec(module)
+            assert spec is not None, f"{file}:{name}: no module {module}"
+            assert "def main(" in Path(spec.origin).read_text(), f"{file}:{name}: {module} has no main()"
+            checked += 1
+        elif argv[:2] == ["python", "-c"]:
+            assert "from cloud." in argv[2] or "from edge." in argv[2], f"{file}:{name}"
+            checked += 1
+    assert checked >= 1
