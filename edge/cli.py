@@ -215,6 +215,9 @@ def cmd_join(args) -> int:
         else:
             failed += 1
             print(f"FAIL  {name} at {host}:{port}: {problem}")
+    if getattr(args, "supernode", False):
+        return start_supernode(args, superlink_host, superlink_ok=check_port(superlink_host, args.superlink_port,
+                                                                            args.timeout) is None)
     if failed:
         print(f"{failed} of {len(services)} services do not answer. On the cloud host run `make up` and "
               "`make status`; for a Raspberry Pi set KAFKA_ADVERTISED_HOST to the host's LAN address there; "
@@ -222,6 +225,43 @@ def cmd_join(args) -> int:
         return 1
     print(f"{args.cloud} is reachable: this device can join (streaming and federated labs connect here).")
     return 0
+
+
+def supernode_command(superlink: str, partition_id: int, data_dir: Path, port: int,
+                      root_certificates: Path | None) -> list[str]:
+    """The flower-supernode command that makes this device a federated-learning client of the SuperLink."""
+    security = ["--root-certificates", str(root_certificates)] if root_certificates else ["--insecure"]
+    node_config = f'partition-id={partition_id} data-dir="{Path(data_dir).expanduser().resolve()}"'
+    return [str(Path(sys.executable).parent / "flower-supernode"), *security, "--superlink", superlink,
+            "--port", str(port), "--node-config", node_config]
+
+
+def start_supernode(args, superlink_host: str, superlink_ok: bool) -> int:
+    """Replace this process with a SuperNode pointed at the cloud's SuperLink (Ctrl-C stops it)."""
+    if not superlink_ok:
+        print("edge: the SuperLink does not answer, so no SuperNode was started; fix the address first", file=sys.stderr)
+        return 1
+    if args.partition_id is None or args.data_dir is None:
+        print("edge: --supernode needs --partition-id N and --data-dir DIR (the folder holding "
+              "<partition-set>/device-N.npz, written by `python -m cloud.partition` on the cloud host)", file=sys.stderr)
+        return 2
+    if args.root_certificates and not Path(args.root_certificates).exists():
+        print(f"edge: --root-certificates {args.root_certificates}: no such file; copy certs/ca.pem from the cloud "
+              "host (`make certs` made it)", file=sys.stderr)
+        return 2
+    if not Path(args.data_dir).expanduser().is_dir():
+        print(f"edge: --data-dir {args.data_dir}: no such folder; copy this device's partitions there", file=sys.stderr)
+        return 2
+    cmd = supernode_command(f"{superlink_host}:{args.superlink_port}", args.partition_id, Path(args.data_dir),
+                            args.supernode_port, Path(args.root_certificates) if args.root_certificates else None)
+    print("starting: " + " ".join(cmd), flush=True)
+    if args.dry_run:
+        return 0
+    if args.flwr_home:
+        os.environ["FLWR_HOME"] = str(Path(args.flwr_home).expanduser())
+    os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
+    os.execv(cmd[0], cmd)
+    return 0  # not reached: execv replaced this process
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -269,6 +309,15 @@ def build_parser() -> argparse.ArgumentParser:
     join.add_argument("--superlink-host", default=None,
                       help="SuperLink host when it is not the --cloud host (compose: superlink)")
     join.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each port")
+    fl = join.add_argument_group("federated learning: run a Flower SuperNode for this device")
+    fl.add_argument("--supernode", action="store_true", help="after the checks, become a SuperNode of the SuperLink")
+    fl.add_argument("--partition-id", type=int, help="this device's partition number (device-N.npz)")
+    fl.add_argument("--data-dir", help="folder with this device's partitions (<partition-set>/device-N.npz)")
+    fl.add_argument("--root-certificates", help="the cloud's CA (certs/ca.pem) for a SuperLink with TLS; "
+                    "without it the connection is insecure")
+    fl.add_argument("--supernode-port", type=int, default=9094, help="the SuperNode's local Runtime API port")
+    fl.add_argument("--flwr-home", help="the SuperNode's state folder (default: $FLWR_HOME or ~/.flwr)")
+    fl.add_argument("--dry-run", action="store_true", help="print the SuperNode command instead of running it")
     join.set_defaults(func=cmd_join)
     return parser
 
