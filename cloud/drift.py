@@ -5,7 +5,11 @@ from ``predictions``. On a ``drift`` alert about the model it last published, it
 ``window`` labelled events that arrived after the alert, fine-tunes the current CNN on 80% of them,
 scores old and new model on the other 20% (before/after accuracy), exports ONNX, signs the bundle,
 and publishes a ``model-update`` notice carrying the bundle (about 150 KB, base64). Devices verify
-and swap it. Results go to a JSON file, one entry per update.
+and swap it. With ``--tflite`` it then copies the weights into the Keras twin of the CNN, converts
+it to TFLite, signs that bundle too and publishes a second notice (``runtime="litert"``) for devices
+that run TFLite; ONNX devices skip it. The TFLite step comes after the ONNX notice, so its cost
+(TensorFlow's import, about 5 s, and the conversion) never delays the ONNX devices' swap.
+Results go to a JSON file, one entry per update.
 
 Run it with ``python -m cloud.drift --bootstrap HOST:9092 --weights digits_cnn.pt --bundles DIR``.
 """
@@ -28,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from cloud.topics import ALERTS, MODEL_UPDATES, PREDICTIONS
-from edge.events import ModelUpdate, parse_event
+from edge.events import ModelUpdate, new_event_id, parse_event
 
 MODEL_NAME = "digits-stream"
 
@@ -59,12 +63,44 @@ def fine_tune(model, x: np.ndarray, y: np.ndarray, epochs: int = 15, lr: float =
     return new.eval()
 
 
+def keras_twin(torch_cnn):
+    """The Keras CNN (``cloud.models.build_keras_cnn``) carrying the torch CNN's weights, NCHW -> NHWC.
+
+    Convolution kernels go from (out, in, kh, kw) to (kh, kw, in, out); dense kernels are transposed;
+    the first dense layer's 512 inputs are reordered, because torch flattens (C, H, W) and Keras
+    flattens (H, W, C). Logits agree to about 1e-7.
+    """
+    from cloud.models import build_keras_cnn
+
+    w = {name: t.detach().cpu().numpy() for name, t in torch_cnn.state_dict().items()}
+    fc1 = w["fc1.weight"]  # 64, 512 with inputs in (C=32, H=4, W=4) order
+    fc1 = fc1.reshape(fc1.shape[0], 32, 4, 4).transpose(2, 3, 1, 0).reshape(512, fc1.shape[0])  # 512 (H, W, C), 64
+    model = build_keras_cnn(num_classes=w["fc2.weight"].shape[0])
+    model.set_weights([
+        w["conv1.weight"].transpose(2, 3, 1, 0), w["conv1.bias"],  # 3, 3, 1, 16
+        w["conv2.weight"].transpose(2, 3, 1, 0), w["conv2.bias"],  # 3, 3, 16, 32
+        fc1, w["fc1.bias"],
+        w["fc2.weight"].T, w["fc2.bias"],  # 64, 10
+    ])
+    return model
+
+
+def publish_tflite_twin(torch_cnn, version: int, bundles_dir: Path, signing_key,
+                        metrics: dict[str, float] | None = None) -> Path:
+    """Sign the torch CNN as a TFLite bundle in ``bundles_dir/tflite/digits-stream@version``."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from cloud.publish import publish_tflite_bundle
+
+    return publish_tflite_bundle(keras_twin(torch_cnn), MODEL_NAME, version, Path(bundles_dir) / "tflite",
+                                 signing_key, metrics=metrics)
+
+
 class DriftResponder:
     """Follows alerts and labelled predictions; retrains and publishes when drift is confirmed."""
 
     def __init__(self, bootstrap: str, weights: Path, bundles_dir: Path, signing_key_dir: Path,
                  version: int = 1, window: int = 600, epochs: int = 15, seed: int = 0,
-                 results: Path | None = None, log=print) -> None:
+                 results: Path | None = None, log=print, tflite: bool = False) -> None:
         self.bootstrap = bootstrap
         self.weights = Path(weights)
         self.bundles_dir = Path(bundles_dir)
@@ -73,6 +109,7 @@ class DriftResponder:
         self.window = window
         self.epochs = epochs
         self.seed = seed
+        self.tflite = tflite
         self.results_path = Path(results) if results else None
         self.log = log
         self.samples: deque[tuple[float, list[float], int]] = deque(maxlen=window * 4)
@@ -173,12 +210,42 @@ class DriftResponder:
         update = {"model": notice.model, "alert_ts": alert.ts, "alert_source_event": alert.source_event_id,
                   "window": len(x), "train": cut, "held_out": len(x) - cut,
                   "accuracy_before": before, "accuracy_after": after, "published_at": time.time(),
-                  "retrain_s": round(time.monotonic() - started, 2), "bundle_bytes": len(data)}
+                  "retrain_s": round(time.monotonic() - started, 2), "bundle_bytes": len(data),
+                  "onnx_bundle": str(folder)}
         self.updates.append(update)
-        if self.results_path is not None:
-            self.results_path.write_text(json.dumps(self.updates, indent=2))
+        self._save()
         self.log(f"drift responder: published {notice.model} ({len(data) / 1024:.0f} KB) in {update['retrain_s']} s; "
                  f"held-out window accuracy {before:.3f} -> {after:.3f}")
+        if self.tflite:
+            try:
+                self._publish_tflite(producer, new_model, version, notice, update)
+            except Exception as exc:  # noqa: BLE001 - the ONNX update is out; a TFLite failure must not stop the responder
+                self.log(f"drift responder: TFLite bundle for {notice.model} not published ({type(exc).__name__}: "
+                         f"{exc}); ONNX devices already have it. Is tensorflow installed (pip install -e '.[cloud]')?")
+
+    def _publish_tflite(self, producer, model, version: int, onnx_notice: ModelUpdate, update: dict) -> None:
+        """The same model as a signed TFLite bundle and a second notice for TFLite devices."""
+        from edge.bundle import pack_bundle
+
+        started = time.monotonic()
+        folder = publish_tflite_twin(model, version, self.bundles_dir, self.key,
+                                     metrics={"window_accuracy": update["accuracy_after"]})
+        archive = pack_bundle(folder, self.bundles_dir / f"{MODEL_NAME}@{version}-litert.tar.gz")
+        data = archive.read_bytes()
+        notice = onnx_notice.model_copy(update={
+            "event_id": new_event_id(), "ts": time.time(), "runtime": "litert", "archive_sha256": hashlib.sha256(data).hexdigest(),
+            "bundle_b64": base64.b64encode(data).decode()})
+        producer.send(MODEL_UPDATES, value=notice.to_bytes()).get(timeout=30)
+        update.update({"tflite_bundle": str(folder), "tflite_bundle_bytes": len(data),
+                       "tflite_s": round(time.monotonic() - started, 2)})
+        self._save()
+        self.log(f"drift responder: published {notice.model} for TFLite devices ({len(data) / 1024:.0f} KB) "
+                 f"in {update['tflite_s']} s more")
+
+    def _save(self) -> None:
+        """Rewrite the results file with every update so far."""
+        if self.results_path is not None:
+            self.results_path.write_text(json.dumps(self.updates, indent=2))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,11 +262,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results", default=None, help="JSON file of updates published")
     parser.add_argument("--ready-file", default=None, help="written once following")
+    parser.add_argument("--tflite", action="store_true",
+                        help="also publish each update as a signed TFLite bundle (imports TensorFlow, ~5 s more)")
     args = parser.parse_args(argv)
     log = lambda line: print(line, flush=True)  # noqa: E731
     responder = DriftResponder(args.bootstrap, Path(args.weights), Path(args.bundles), Path(args.keys),
                                args.version, args.window, args.epochs, args.seed,
-                               Path(args.results) if args.results else None, log)
+                               Path(args.results) if args.results else None, log, tflite=args.tflite)
     signal.signal(signal.SIGTERM, lambda *_: responder.stop.set())
     signal.signal(signal.SIGINT, lambda *_: responder.stop.set())
     responder.run(Path(args.ready_file) if args.ready_file else None)

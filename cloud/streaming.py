@@ -96,13 +96,13 @@ def start_processor(bootstrap: str, store: Path, folder: Path, name: str, group:
 
 
 def start_responder(bootstrap: str, model: InitialModel, artifacts_dir: Path, folder: Path,
-                    window: int, epochs: int, seed: int = 0):
-    """Start ``python -m cloud.drift``; returns (process, ready file, log)."""
+                    window: int, epochs: int, seed: int = 0, tflite: bool = False):
+    """Start ``python -m cloud.drift`` (``tflite``: also publish TFLite bundles); returns (process, ready file, log)."""
     ready, log = folder / "drift.ready", folder / "drift.log"
     cmd = [sys.executable, "-m", "cloud.drift", "--bootstrap", bootstrap, "--weights", str(model.weights),
            "--bundles", str(folder / "bundles"), "--keys", str(artifacts_dir), "--window", str(window),
            "--epochs", str(epochs), "--seed", str(seed), "--results", str(folder / "updates.json"),
-           "--ready-file", str(ready)]
+           "--ready-file", str(ready)] + (["--tflite"] if tflite else [])
     return procs.start_process(cmd, log, env=child_env(), cwd=_root()), ready, log
 
 

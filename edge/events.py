@@ -82,11 +82,16 @@ class Alert(_Event):
 
 
 class ModelUpdate(_Event):
-    """A new signed bundle for devices: carried inline (base64 archive) or at a URL."""
+    """A new signed bundle for devices: carried inline (base64 archive) or at a URL.
+
+    ``runtime`` says which runner the bundle is for; a device takes only notices for the runtime it runs,
+    so one update may come as an ONNX notice and a TFLite (``litert``) notice.
+    """
 
     kind: Literal["model-update"] = "model-update"
     model: str = Field(description="name@version of the new bundle")
     version: int = Field(ge=1)
+    runtime: Literal["onnxruntime", "litert"] = "onnxruntime"
     archive_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     bundle_b64: str | None = Field(None, description="the bundle as a base64 .tar.gz, for small models")
     bundle_url: str | None = Field(None, description="file:// or http(s):// address of the .tar.gz")

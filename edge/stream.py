@@ -289,7 +289,8 @@ class ModelUpdateFollower:
     """Reads ``model-updates`` from the start and offers each newer bundle to the device.
 
     Every device reads every notice (no consumer group), so a device that starts late still
-    takes the newest model. The archive's sha256 is checked before the device verifies the signature.
+    takes the newest model; it takes only notices for the runtime it runs (ONNX or TFLite). The
+    archive's sha256 is checked before the device verifies the signature.
     """
 
     def __init__(self, bootstrap: str, device, download_dir: Path, topic: str = MODEL_UPDATES_TOPIC,
@@ -345,6 +346,9 @@ class ModelUpdateFollower:
         notice: ModelUpdate = parsed.event
         if notice.version <= version_of(self.device.model):
             return None
+        running = getattr(self.device.runner, "runtime", notice.runtime)
+        if notice.runtime != running:
+            return None  # the same update for another runtime (an ONNX device skips the TFLite notice)
         try:
             archive = self.fetch(notice)
         except (OSError, ValueError) as exc:

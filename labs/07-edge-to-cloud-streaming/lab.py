@@ -6,8 +6,11 @@ import time
 
 TITLE = "Edge to cloud: streaming, online learning and drift response"
 DEFAULTS = {"devices": 3, "duration": 60.0, "drift_at": 25.0, "rate": 40.0, "processors": 1,
-            "glitch_rate": 0.01, "window": 600, "epochs": 15, "retrain_epochs": 15, "seed": 0}
-QUICK = {"duration": 30.0, "drift_at": 10.0, "rate": 40.0, "window": 360, "epochs": 8, "retrain_epochs": 12}
+            "glitch_rate": 0.01, "window": 600, "epochs": 15, "retrain_epochs": 15, "tflite": 1, "seed": 0}
+# Quick mode skips the TFLite bundle: TensorFlow's import and the conversion cost about 10-20 s of CPU
+# on a 2-core machine, in the middle of the streaming; tests/unit/test_drift_export.py checks the TFLite path.
+QUICK = {"duration": 30.0, "drift_at": 10.0, "rate": 40.0, "window": 360, "epochs": 8, "retrain_epochs": 12,
+         "tflite": 0}
 
 
 def run(ctx) -> dict:
@@ -43,7 +46,7 @@ def run(ctx) -> dict:
             model = prepare_initial_model(ctx.settings.artifacts_dir, seed=a["seed"], epochs=a["epochs"])
             ctx.console.print(model.origin)
             responder = start_responder(bootstrap, model, ctx.settings.artifacts_dir, folder, a["window"],
-                                        a["retrain_epochs"], a["seed"])
+                                        a["retrain_epochs"], a["seed"], tflite=bool(a["tflite"]))
             started.append(responder[0])
             for proc, ready, log in processors:
                 seconds = wait_ready(ready, proc, log, f"processor ({log})")
@@ -111,6 +114,9 @@ def run(ctx) -> dict:
         ("online model accuracy (whole run)", accuracy(rows, 4)),
         ("held-out window accuracy before -> after retrain",
          f"{updates[-1]['accuracy_before']:.3f} -> {updates[-1]['accuracy_after']:.3f}" if updates else "-"),
+        ("TFLite bundle of the update (KB, seconds after ONNX)",
+         f"{updates[-1]['tflite_bundle_bytes'] / 1024:.0f} KB, {updates[-1]['tflite_s']} s"
+         if updates and "tflite_bundle_bytes" in updates[-1] else "off" if not a["tflite"] else "-"),
         ("cloud throughput (events/s while streaming)", store.total() / span if span == span and span > 0 else 0.0),
         ("lab start to first processed prediction (s)",
          round((store.first_processed_at() or lab_started) - lab_started, 2)),
