@@ -78,3 +78,28 @@ def test_a_supernode_killed_mid_round_is_survived_and_rejoins(tls_federation):
     assert not pid_alive(old_pid) and federation.nodes[2].pid != old_pid
     assert result.rounds[-1]["central"]["accuracy"] > 0.85
     assert result.status == "finished:completed"
+
+
+def test_a_device_joins_with_edge_join_over_tls(tls_federation):
+    # Prepare: what a Raspberry Pi runs, with the cloud's CA and its own data folder
+    import sys
+
+    from cloud.procs import start_process, stop_pid, wait_until
+
+    federation, root = tls_federation["federation"], tls_federation["root"]
+    host, port = tls_federation["settings"].superlink()
+    before = len(federation.online_nodes())
+    cmd = [sys.executable, "-m", "edge.cli", "join", "--cloud", host, "--superlink-port", str(port), "--supernode",
+           "--partition-id", "0", "--data-dir", str(root / "data"), "--root-certificates", str(tls_federation["certs"].ca),
+           "--supernode-port", str(free_port()), "--flwr-home", str(root / "pi-home")]
+    # Execute: `edge join --supernode` becomes a SuperNode (exec), which registers with the SuperLink
+    proc = start_process(cmd, root / "pi.log")
+    try:
+        wait_until(lambda: len(federation.online_nodes()) > before, "the joined device online", 90, proc,
+                   root / "pi.log", interval=1.0)
+        log = (root / "pi.log").read_text()
+    finally:
+        stop_pid(proc.pid)
+    # Assert
+    assert "flower-supernode --root-certificates" in log and "--insecure" not in log
+    assert not pid_alive(proc.pid)
