@@ -236,13 +236,29 @@ def supernode_command(superlink: str, partition_id: int, data_dir: Path, port: i
             "--port", str(port), "--node-config", node_config]
 
 
+def claim_partition(data_dir: Path) -> int:
+    """The lowest partition number no other device has claimed in data_dir/claims/ (atomic, for scaled containers)."""
+    claims = Path(data_dir).expanduser() / "claims"
+    claims.mkdir(parents=True, exist_ok=True)
+    for number in range(10_000):
+        try:
+            with open(claims / f"device-{number}", "x") as claim:
+                claim.write(socket.gethostname() + "\n")
+            return number
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"no free partition number in {claims}; delete the claims folder to start over")
+
+
 def start_supernode(args, superlink_host: str, superlink_ok: bool) -> int:
     """Replace this process with a SuperNode pointed at the cloud's SuperLink (Ctrl-C stops it)."""
     if not superlink_ok:
         print("edge: the SuperLink does not answer, so no SuperNode was started; fix the address first", file=sys.stderr)
         return 1
-    if args.partition_id is None or args.data_dir is None:
-        print("edge: --supernode needs --partition-id N and --data-dir DIR (the folder holding "
+    if args.partition_id is None or args.data_dir is None or not (args.partition_id == "auto"
+                                                                 or args.partition_id.isdigit()):
+        print(f"edge: --supernode needs --partition-id N (or auto; got {args.partition_id!r}) and --data-dir DIR "
+              "(the folder holding "
               "<partition-set>/device-N.npz, written by `python -m cloud.partition` on the cloud host)", file=sys.stderr)
         return 2
     if args.root_certificates and not Path(args.root_certificates).exists():
@@ -252,7 +268,8 @@ def start_supernode(args, superlink_host: str, superlink_ok: bool) -> int:
     if not Path(args.data_dir).expanduser().is_dir():
         print(f"edge: --data-dir {args.data_dir}: no such folder; copy this device's partitions there", file=sys.stderr)
         return 2
-    cmd = supernode_command(f"{superlink_host}:{args.superlink_port}", args.partition_id, Path(args.data_dir),
+    partition_id = claim_partition(Path(args.data_dir)) if args.partition_id == "auto" else int(args.partition_id)
+    cmd = supernode_command(f"{superlink_host}:{args.superlink_port}", partition_id, Path(args.data_dir),
                             args.supernode_port, Path(args.root_certificates) if args.root_certificates else None)
     print("starting: " + " ".join(cmd), flush=True)
     if args.dry_run:
@@ -311,7 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     join.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each port")
     fl = join.add_argument_group("federated learning: run a Flower SuperNode for this device")
     fl.add_argument("--supernode", action="store_true", help="after the checks, become a SuperNode of the SuperLink")
-    fl.add_argument("--partition-id", type=int, help="this device's partition number (device-N.npz)")
+    fl.add_argument("--partition-id", help="this device's partition number (device-N.npz), or 'auto' to claim the "
+                    "lowest free one in DATA_DIR/claims/ (containers scaled with --scale)")
     fl.add_argument("--data-dir", help="folder with this device's partitions (<partition-set>/device-N.npz)")
     fl.add_argument("--root-certificates", help="the cloud's CA (certs/ca.pem) for a SuperLink with TLS; "
                     "without it the connection is insecure")
