@@ -94,8 +94,8 @@ class Federation:
     def __init__(self, superlink_address: str, work_dir: Path, devices: int, data_dir: Path,
                  ca: Path | None = None, console: Console | None = None,
                  health_timeout_s: float = 60.0, first_port: int | None = None) -> None:
-        if devices < 1:
-            raise ValueError(f"devices must be >= 1, got {devices}")
+        if devices < 0:
+            raise ValueError(f"devices must be >= 0 (0: only submit runs to nodes started elsewhere), got {devices}")
         self.superlink_address = superlink_address
         self.work_dir = Path(work_dir).resolve()
         self.data_dir = Path(data_dir).resolve()
@@ -117,7 +117,8 @@ class Federation:
         try:
             for node in self.nodes:
                 self.start_node(node.partition_id, wait=False)
-            self.wait_online(len(self.nodes))
+            if self.nodes:
+                self.wait_online(len(self.nodes))
         except BaseException:
             self.stop()
             raise
@@ -369,3 +370,39 @@ class NodeDropout:
         """Print a line when a console was given."""
         if self.console is not None:
             self.console.print(f"[yellow]{text}[/]")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Submit one run to a SuperLink whose SuperNodes run elsewhere (compose, Raspberry Pis) and follow it."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m cloud.federation", description=main.__doc__)
+    parser.add_argument("--superlink", default="127.0.0.1:8000", help="SuperLink address (SUPERLINK_ADDRESS)")
+    parser.add_argument("--ca", type=Path, help="CA certificate when the SuperLink runs with TLS (certs/ca.pem)")
+    parser.add_argument("--nodes", type=int, default=1, help="wait until this many SuperNodes are online")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the journal and the final model; "
+                        "it must be writable by the ServerApp process (the SuperLink's host or container)")
+    parser.add_argument("--test-path", type=Path, required=True, help="central_test.npz from `python -m cloud.partition`")
+    parser.add_argument("--run-config", default="", help="more overrides, e.g. 'num-server-rounds=5 strategy=\"fedprox\"'")
+    parser.add_argument("--work-dir", type=Path, default=Path("runs/federation-cli"))
+    args = parser.parse_args(argv)
+    import tomllib
+
+    console = Console()
+    overrides = tomllib.loads("\n".join(args.run_config.split())) if args.run_config else {}
+    values = {**FlConfig().run_config(), **overrides, "min-nodes": args.nodes, "test-path": str(args.test_path.resolve())}
+    config = FlConfig.from_run_config(values)
+    federation = Federation(args.superlink, args.work_dir, 0, args.work_dir, ca=args.ca, console=console,
+                            health_timeout_s=600)
+    console.print(f"waiting for {args.nodes} SuperNode(s) at {args.superlink} ...")
+    federation.wait_online(args.nodes)
+    from cloud.fl_results import round_line
+
+    result = federation.run(config, args.out, timeout=3600,
+                            on_round=lambda entry: console.print(round_line(config.strategy, entry, config.num_server_rounds)))
+    console.print(f"run {result.run_id}: {result.status} in {result.seconds:.1f} s; final model {result.model_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
