@@ -25,10 +25,11 @@ from rich.table import Table
 SUPERNODE_IDLE_POLL_S = 3.0  # flwr/supernode/start_client_internal.py sleeps 3 s when no message is waiting
 STOCK_GRID_POLL_S = 3.0  # flwr's Grid.send_and_receive sleeps 3 s between reply pulls
 TARGET_MEMORY_GB = 8.0
-IMPORTS = {
-    "Flower ClientApp runtime": "import flwr.supernode.cli.flwr_clientapp",
-    "+ kit ClientApp (numpy MLP)": "import flwr.supernode.cli.flwr_clientapp, edge.federated",
-    "+ torch (if the ClientApp used it)": "import flwr.supernode.cli.flwr_clientapp, edge.federated, torch",
+IMPORTS = {  # name: (already imported, measured)
+    "Flower ClientApp runtime": ("", "import flwr.supernode.cli.flwr_clientapp"),
+    "+ kit ClientApp (numpy MLP)": ("", "import flwr.supernode.cli.flwr_clientapp, edge.federated"),
+    "+ torch (if the ClientApp used it)": ("", "import flwr.supernode.cli.flwr_clientapp, edge.federated, torch"),
+    "kit's own imports, after Flower's": ("import flwr.supernode.cli.flwr_clientapp", "import edge.federated"),
 }
 
 
@@ -77,21 +78,24 @@ class MemorySampler:
         self._thread.join()
 
 
-def import_cost(statement: str, repeats: int = 3) -> dict[str, float]:
-    """Median wall seconds and peak RSS (MB) of a fresh Python process running one import statement."""
-    code = f"import time, resource; t = time.perf_counter(); {statement}; " \
+def import_cost(preload: str, statement: str, repeats: int = 5) -> dict[str, float]:
+    """Median wall seconds of a fresh Python process running preload then statement, the statement's own
+    import seconds, and the process's peak RSS (MB)."""
+    code = f"import time, resource; {preload or 'pass'}; t = time.perf_counter(); {statement}; " \
            "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
-    seconds, rss = [], []
+    seconds, own, rss = [], [], []
     for _ in range(repeats):
         start = time.perf_counter()
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
         total = time.perf_counter() - start
         if done.returncode != 0:
             raise RuntimeError(f"`{statement}` failed: {done.stderr.strip()[-500:]}")
-        _, maxrss_kb = done.stdout.split()
+        import_s, maxrss_kb = done.stdout.split()
         seconds.append(total)
+        own.append(float(import_s))
         rss.append(int(maxrss_kb) / 1024)
-    return {"seconds": statistics.median(seconds), "rss_mb": statistics.median(rss)}
+    return {"seconds": statistics.median(seconds), "import_seconds": statistics.median(own),
+            "rss_mb": statistics.median(rss)}
 
 
 def bench_nodes(run_path: Path, nodes: int, rounds: int, seed: int, poll_interval: float,
@@ -153,12 +157,12 @@ def main(run, console: Console, *tokens: str) -> dict[str, Any]:
     console.print(f"machine: {machine_name()}")
 
     console.rule("ClientApp process start: one fresh Python per message")
-    imports = {name: import_cost(statement) for name, statement in IMPORTS.items()}
-    table = Table(title="start cost of one ClientApp process (median of 3)")
-    for column in ("imports", "seconds", "peak RSS MB"):
+    imports = {name: import_cost(*pair) for name, pair in IMPORTS.items()}
+    table = Table(title="start cost of one ClientApp process (median of 5)")
+    for column in ("imports", "process wall s", "import s", "peak RSS MB"):
         table.add_column(column)
     for name, cost in imports.items():
-        table.add_row(name, f"{cost['seconds']:.2f}", f"{cost['rss_mb']:.0f}")
+        table.add_row(name, f"{cost['seconds']:.2f}", f"{cost['import_seconds']:.3f}", f"{cost['rss_mb']:.0f}")
     console.print(table)
 
     rows = []
@@ -181,20 +185,26 @@ def main(run, console: Console, *tokens: str) -> dict[str, Any]:
     console.print(table)
 
     clientapp_s = imports["+ kit ClientApp (numpy MLP)"]["seconds"]
-    kit_part = clientapp_s - imports["Flower ClientApp runtime"]["seconds"]
-    parts = {
-        "ClientApp process start (fresh Python + Flower runtime imports, per message)": clientapp_s,
-        "SuperNode idle polling (sleeps 3 s between pulls; mean wait)": SUPERNODE_IDLE_POLL_S / 2,
-        "server reply polling (0.2 s in the kit's PollingGrid; mean wait)": 0.1,
-    }
-    largest = max(parts, key=parts.get)
-    one = rows[0]
-    console.print(f"overhead per round with {one['nodes']} node(s): {one['overhead_s']:.2f} s of {one['round_s']:.2f} s; "
-                  f"local training {one['train_s'] * 1000:.0f} ms")
-    for name, seconds in parts.items():
-        console.print(f"  {seconds:5.2f} s  {name}")
-    console.print(f"largest part: {largest}; the kit's own imports add {kit_part:+.2f} s to it "
-                  f"(torch would add {imports['+ torch (if the ClientApp used it)']['seconds'] - clientapp_s:.2f} s)")
+    kit_part = imports["kit's own imports, after Flower's"]["import_seconds"]
+    cores = os.cpu_count() or 1
+    poll_s = SUPERNODE_IDLE_POLL_S / 2
+    console.print("where a round's overhead goes (estimates from the measured parts):")
+    for r in rows:
+        # One ClientApp start per node per round; they run in parallel on the machine's cores.
+        starts_s = max(clientapp_s, r["nodes"] * clientapp_s / cores)
+        parts = {"ClientApp process starts (one fresh Python + Flower imports per message)": starts_s,
+                 "SuperNode idle polling (3 s sleep between pulls; mean wait)": poll_s,
+                 "server reply polling (kit's PollingGrid, 0.2 s; mean wait)": 0.1}
+        r["overhead_parts_s"] = parts
+        r["largest_overhead"] = max(parts, key=parts.get)
+        console.print(f"  {r['nodes']:>2} nodes: overhead {r['overhead_s']:.2f} s of {r['round_s']:.2f} s "
+                      f"(training {r['train_s'] * 1000:.0f} ms); "
+                      + "; ".join(f"{name.split(' (')[0]} ~{v:.2f} s" for name, v in parts.items())
+                      + f"  -> largest: {r['largest_overhead'].split(' (')[0]}")
+    largest = rows[-1]["largest_overhead"]
+    console.print(f"the kit's own imports add {kit_part * 1000:.1f} ms to a ClientApp start; torch would add "
+                  f"{imports['+ torch (if the ClientApp used it)']['seconds'] - clientapp_s:.2f} s and "
+                  f"{imports['+ torch (if the ClientApp used it)']['rss_mb'] - imports['+ kit ClientApp (numpy MLP)']['rss_mb']:.0f} MB")
     console.print(f"stock Grid polling ({STOCK_GRID_POLL_S:g} s) with {stock_n} nodes: round {stock['round_s']:.2f} s "
                   f"vs {next(r['round_s'] for r in rows if r['nodes'] == stock_n):.2f} s with 0.2 s polling")
     biggest = max(rows, key=lambda r: r["nodes"])
@@ -202,5 +212,5 @@ def main(run, console: Console, *tokens: str) -> dict[str, Any]:
     console.print(f"{biggest['nodes']} SuperNodes peaked at {biggest['peak_total_mb'] / 1024:.2f} GB together: "
                   f"{'fits' if fits else 'does NOT fit'} in {TARGET_MEMORY_GB:g} GB")
     return {"machine": machine_name(), "rounds": rounds, "clientapp_start": imports, "rows": rows,
-            "stock_grid": stock, "overhead_parts_s": parts, "largest_overhead": largest,
+            "stock_grid": stock, "largest_overhead": largest,
             "fits_memory_target": fits}

@@ -64,7 +64,8 @@ def plot_accuracy(curves: dict[str, list[float]], initial: float, centralized: f
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for name, curve in curves.items():
-        ax.plot(range(len(curve) + 1), [initial, *curve], marker="o", markersize=3, label=name)
+        style = "--" if "drop" in name else "-"  # the dropout run would hide under the IID line
+        ax.plot(range(len(curve) + 1), [initial, *curve], style, marker="o", markersize=3, label=name)
     ax.axhline(centralized, color="black", linestyle="--", linewidth=1, label=f"centralized {centralized:.3f}")
     ax.axhline(0.9 * centralized, color="grey", linestyle=":", linewidth=1, label="90 % of centralized")
     ax.set_xlabel("round")

@@ -16,6 +16,7 @@ DEFAULTS = {
     "alpha_mild": 1.0,  # a milder non-IID split, run when mild=true
     "mild": True,
     "compare": "fedprox,fedadam",  # strategies also run on the skewed split ("" for none)
+    "two_class": False,  # also run FedAvg on the pathological two-classes-per-device split
     "local_epochs": 5,
     "lr": 0.1,
     "batch_size": 16,
@@ -44,7 +45,8 @@ def run(ctx) -> dict:
     a = ctx.args
     devices, rounds = a["devices"], a["rounds"]
     skewed, mild = f"dir{a['alpha']:g}", f"dir{a['alpha_mild']:g}"
-    sets = {"iid": "iid", skewed: set_name("dirichlet", a["alpha"]), mild: set_name("dirichlet", a["alpha_mild"])}
+    sets = {"iid": "iid", skewed: set_name("dirichlet", a["alpha"]), mild: set_name("dirichlet", a["alpha_mild"]),
+            "2class": "two-class"}
     compare = [s.strip() for s in a["compare"].split(",") if s.strip()]
 
     ctx.step(f"1. Partition the digits across {devices} devices")
@@ -72,6 +74,7 @@ def run(ctx) -> dict:
                     hidden=a["hidden"], seed=ctx.seed, test_path=str(test_path),
                     evaluate_every=0 if a["device_eval"] else -1)
     runs = [("fedavg", "iid"), ("fedavg", skewed)] + ([("fedavg", mild)] if a["mild"] else [])
+    runs += [("fedavg", "2class")] if a["two_class"] else []
     runs += [(strategy, skewed) for strategy in compare]
     settings = {f"{strategy}/{data}": replace(base, strategy=strategy, partition_set=sets[data])
                 for strategy, data in runs}
