@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from edge.he import import_tenseal
+
 
 class SecretKeyOnServer(RuntimeError):
     """The cloud was handed a context holding the secret key: it must never have one."""
@@ -17,7 +19,7 @@ class SecretKeyOnServer(RuntimeError):
 
 def server_context(blob: bytes):
     """Load a key holder's public context; raise SecretKeyOnServer if it holds the secret key."""
-    import tenseal as ts
+    ts = import_tenseal()
 
     context = ts.context_from(blob)
     if context.is_private() or context.has_secret_key():
@@ -29,7 +31,7 @@ def server_context(blob: bytes):
 
 def assert_cannot_decrypt(context, blob: bytes) -> str:
     """Try to decrypt a ciphertext with the server's context; return the error text, raise if it worked."""
-    import tenseal as ts
+    ts = import_tenseal()
 
     vector = ts.ckks_vector_from(context, blob)
     try:
@@ -45,7 +47,7 @@ def weighted_sum(context, updates: list[list[bytes]], weights: list[float]) -> l
     Each update is a list of serialized ciphertexts (chunk i of every client lines up). One
     ciphertext-times-number product per chunk and client: it uses one level (a rescale).
     """
-    import tenseal as ts
+    ts = import_tenseal()
 
     if not updates or len(updates) != len(weights):
         raise ValueError(f"need one weight per update, got {len(updates)} updates and {len(weights)} weights")
@@ -65,7 +67,7 @@ def weighted_sum(context, updates: list[list[bytes]], weights: list[float]) -> l
 
 def plain_sum(context, updates: list[list[bytes]]) -> list[bytes]:
     """Σ_k update_k without any multiplication (uses no level): for a scale-free depth-0 context."""
-    import tenseal as ts
+    ts = import_tenseal()
 
     total = []
     for i in range(len(updates[0])):
@@ -82,7 +84,7 @@ def linear_batch(context, feature_blobs: list[bytes], weights: np.ndarray, bias:
     feature_blobs[j] encrypts feature j of every sample; the result is one ciphertext per class,
     holding that class's logit for every sample. Needs no rotations, so no Galois keys.
     """
-    import tenseal as ts
+    ts = import_tenseal()
 
     weights = np.asarray(weights, dtype=np.float64)  # F, C
     if weights.shape[0] != len(feature_blobs):
@@ -102,7 +104,7 @@ def linear_batch(context, feature_blobs: list[bytes], weights: np.ndarray, bias:
 
 def linear_vector(context, blob: bytes, weights: np.ndarray, bias: np.ndarray) -> bytes:
     """Logits of a linear model on ONE encrypted sample (vector-matrix product; needs Galois keys)."""
-    import tenseal as ts
+    ts = import_tenseal()
 
     vector = ts.ckks_vector_from(context, blob)
     return (vector.mm(np.asarray(weights, dtype=np.float64).tolist()) + np.asarray(bias).tolist()).serialize()

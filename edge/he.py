@@ -21,6 +21,31 @@ from dataclasses import dataclass
 import numpy as np
 
 
+class TenSEALImportOrderError(RuntimeError):
+    """TensorFlow was imported before TenSEAL in this process, which crashes TenSEAL's serialization."""
+
+
+def import_tenseal():
+    """Import TenSEAL, refusing when TensorFlow was loaded first.
+
+    Measured here (tensorflow-cpu 2.21, tenseal 0.3.18): with ``import tensorflow`` before
+    ``import tenseal`` in one process, ``context.serialize()`` dies with a segmentation fault
+    (both bundle their own protobuf). Importing TenSEAL first, or keeping HE in its own
+    process, works; this check turns the crash into a message.
+    """
+    import sys
+
+    if "tenseal" not in sys.modules and "tensorflow" in sys.modules:
+        raise TenSEALImportOrderError(
+            "tensorflow is already imported in this process, and TenSEAL imported after it "
+            "crashes when serializing; import tenseal before tensorflow, or run the HE code "
+            "in its own process"
+        )
+    import tenseal
+
+    return tenseal
+
+
 @dataclass(frozen=True)
 class HEParams:
     """CKKS parameters: ring degree N, coefficient-modulus primes (bits, last = special prime), scale."""
@@ -106,7 +131,7 @@ class KeyHolder:
     @classmethod
     def create(cls, params: HEParams | str = "8192") -> KeyHolder:
         """New keys for the given parameters (a preset name or HEParams). Keys are random by design: no seed."""
-        import tenseal as ts
+        ts = import_tenseal()
 
         params = PRESETS[params] if isinstance(params, str) else params
         context = ts.context(ts.SCHEME_TYPE.CKKS, poly_modulus_degree=params.poly_modulus_degree,
@@ -119,7 +144,7 @@ class KeyHolder:
     @classmethod
     def from_shared_secret(cls, blob: bytes, params: HEParams) -> KeyHolder:
         """Another key holder's full context (with secret key), e.g. shared among FL clients over a secure channel."""
-        import tenseal as ts
+        ts = import_tenseal()
 
         context = ts.context_from(blob)
         if not context.is_private():
@@ -137,13 +162,13 @@ class KeyHolder:
 
     def encrypt(self, values: np.ndarray) -> list[bytes]:
         """Encrypt a flat vector packed into full ciphertexts (N/2 values each); serialized ciphertexts."""
-        import tenseal as ts
+        ts = import_tenseal()
 
         return [ts.ckks_vector(self.context, chunk).serialize() for chunk in pack(values, self.params.slots)]
 
     def encrypt_features(self, x: np.ndarray) -> list[bytes]:
         """Encrypt a batch x (B, F) feature-major: ciphertext j holds feature j of every sample (B ≤ N/2)."""
-        import tenseal as ts
+        ts = import_tenseal()
 
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 2 or len(x) > self.params.slots:
@@ -153,12 +178,12 @@ class KeyHolder:
 
     def decrypt(self, blobs: list[bytes], length: int) -> np.ndarray:
         """Decrypt serialized ciphertexts (from encrypt or from the cloud) into `length` values."""
-        import tenseal as ts
+        ts = import_tenseal()
 
         return unpack([ts.ckks_vector_from(self.context, b).decrypt() for b in blobs], length)
 
     def decrypt_columns(self, blobs: list[bytes], rows: int) -> np.ndarray:
         """Decrypt one ciphertext per output column (as from the cloud's batched linear model): (rows, C)."""
-        import tenseal as ts
+        ts = import_tenseal()
 
         return np.stack([np.asarray(ts.ckks_vector_from(self.context, b).decrypt())[:rows] for b in blobs], axis=1)

@@ -8,6 +8,13 @@ from pathlib import Path
 
 import pytest
 
+# The suite runs TensorFlow and TenSEAL in one process: TenSEAL must be imported first, or its
+# serialize() segfaults (see edge.he.import_tenseal). Labs run in their own processes.
+try:
+    import tenseal  # noqa: F401
+except ImportError:  # the edge-only install has no tenseal
+    pass
+
 ROOT = Path(__file__).resolve().parent.parent
 TIERS = ("unit", "integration", "labs")
 
