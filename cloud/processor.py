@@ -100,12 +100,25 @@ class EventStore:
         """True when this event id was processed before (by any processor)."""
         return self.db.execute("SELECT 1 FROM events WHERE event_id = ?", (event_id,)).fetchone() is not None
 
+    def known(self, event_ids: list[str]) -> set[str]:
+        """Which of these event ids were processed before (one query per 500 ids)."""
+        found: set[str] = set()
+        for start in range(0, len(event_ids), 500):
+            chunk = event_ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(r[0] for r in self.db.execute(f"SELECT event_id FROM events WHERE event_id IN ({marks})", chunk))
+        return found
+
+    INSERT_EVENT = ("INSERT OR IGNORE INTO events VALUES (:event_id, :kind, :device_id, :seq, :ts, :topic, :partition, "
+                    ":offset, :model, :correct, :online_correct, :anomaly_score, :processor, :processed_at)")
+
     def add_event(self, row: dict[str, Any]) -> bool:
         """Record a processed event; False when its id was already there."""
-        cur = self.db.execute(
-            "INSERT OR IGNORE INTO events VALUES (:event_id, :kind, :device_id, :seq, :ts, :topic, :partition, "
-            ":offset, :model, :correct, :online_correct, :anomaly_score, :processor, :processed_at)", row)
-        return cur.rowcount == 1
+        return self.db.execute(self.INSERT_EVENT, row).rowcount == 1
+
+    def add_events(self, rows: list[dict[str, Any]]) -> None:
+        """Record a batch of processed events (ids already checked with ``known``) in one statement."""
+        self.db.executemany(self.INSERT_EVENT, rows)
 
     def add_dead_letter(self, topic: str, partition: int, offset: int, reason: str, size: int) -> None:
         """Record a refused message (once per source position)."""
@@ -151,6 +164,7 @@ class Outcome:
     new: bool
     alerts: list[Alert] = field(default_factory=list)
     row: dict[str, Any] = field(default_factory=dict)
+    error: str = ""  # why processing failed (the event goes to dead-letter)
 
 
 class StreamProcessor:
@@ -191,25 +205,44 @@ class StreamProcessor:
 
     def process(self, event, topic: str = "", partition: int = -1, offset: int = -1) -> Outcome:
         """Process one parsed event unless it was seen before; returns the outcome."""
-        if self.store.seen(event.event_id):
-            self.duplicates += 1
-            return Outcome(new=False)
-        row = {"event_id": event.event_id, "kind": event.kind, "device_id": event.device_id,
-               "seq": getattr(event, "seq", None), "ts": event.ts, "topic": topic, "partition": partition,
-               "offset": offset, "model": None, "correct": None, "online_correct": None,
-               "anomaly_score": None, "processor": self.name, "processed_at": time.time()}
-        alerts: list[Alert] = []
-        if isinstance(event, PredictionEvent):
-            alerts += self._prediction(event, row)
-        elif isinstance(event, Telemetry):
-            alerts += self._telemetry(event, row)
-        if not self.store.add_event(row):  # another processor got there first
-            self.duplicates += 1
-            return Outcome(new=False)
-        for alert in alerts:
-            self.store.add_alert(alert, event.ts)
-        self.processed[event.kind] += 1
-        return Outcome(True, alerts, row)
+        return self.process_batch([(event, topic, partition, offset)])[0]
+
+    def process_batch(self, items: list[tuple[Any, str, int, int]]) -> list[Outcome]:
+        """Process (event, topic, partition, offset) items in order, skipping ids seen before; one outcome each.
+
+        The store is asked once which ids it knows and written once, so a polled batch costs two
+        SQLite statements instead of two per event. Call it inside the store's transaction
+        (``EventStore.begin``): that holds the write lock, so no other processor adds ids meanwhile.
+        """
+        seen = self.store.known([event.event_id for event, *_ in items])
+        outcomes, rows, now = [], [], time.time()
+        for event, topic, partition, offset in items:
+            if event.event_id in seen:  # processed before, or earlier in this batch
+                self.duplicates += 1
+                outcomes.append(Outcome(new=False))
+                continue
+            row = {"event_id": event.event_id, "kind": event.kind, "device_id": event.device_id,
+                   "seq": getattr(event, "seq", None), "ts": event.ts, "topic": topic, "partition": partition,
+                   "offset": offset, "model": None, "correct": None, "online_correct": None,
+                   "anomaly_score": None, "processor": self.name, "processed_at": now}
+            try:
+                if isinstance(event, PredictionEvent):
+                    alerts = self._prediction(event, row)
+                elif isinstance(event, Telemetry):
+                    alerts = self._telemetry(event, row)
+                else:
+                    alerts = []
+            except Exception as exc:  # noqa: BLE001 - one bad event must not stop the batch
+                outcomes.append(Outcome(new=False, error=f"processing error: {type(exc).__name__}: {exc}"))
+                continue
+            seen.add(event.event_id)
+            rows.append(row)
+            for alert in alerts:
+                self.store.add_alert(alert, event.ts)
+            self.processed[event.kind] += 1
+            outcomes.append(Outcome(True, alerts, row))
+        self.store.add_events(rows)
+        return outcomes
 
     def _prediction(self, event: PredictionEvent, row: dict[str, Any]) -> list[Alert]:
         """Online model (progressive validation) and the drift detector on the edge model's errors."""
@@ -275,118 +308,140 @@ def read_dead_letter(record) -> dict[str, Any]:
 
 
 class ProcessorService:
-    """A StreamProcessor in a consumer group: poll, process, produce alerts, commit the store, commit offsets."""
+    """A StreamProcessor in a consumer group: poll, process, produce alerts, commit the store, commit offsets.
+
+    ``client`` picks the Kafka client (``cloud/clients.py``): ``kafka-python`` (the kit's named client)
+    or ``confluent``. River's import (about 2 s) runs in a thread while the group join waits on the broker.
+    """
+
+    # Tansu holds a new group's first join for a time that grows with the session timeout: 3 s gave
+    # the first records 1-2 s after start (6 s gave 3 s), and a dead processor's partitions move after
+    # 3 s. 2 s joined no faster and, on a loaded 2-core machine, missed heartbeats and lost the group.
+    # A longer max poll interval lets the first batch wait for River's import without leaving the group.
+    SESSION_TIMEOUT_MS = 3000
+    HEARTBEAT_INTERVAL_MS = 500
+    MAX_POLL_INTERVAL_MS = 10_000
 
     def __init__(self, bootstrap: str, store_path: Path, group: str = GROUP, name: str | None = None,
-                 seed: int = 0, log=print, ready_file: Path | None = None, status_every_s: float = 5.0) -> None:
+                 seed: int = 0, log=print, ready_file: Path | None = None, status_every_s: float = 5.0,
+                 client: str = "kafka-python", max_records: int = 1000) -> None:
         self.bootstrap = bootstrap
         self.store = EventStore(store_path)
         self.name = name or f"{socket.gethostname()}-{os.getpid()}"
-        self.logic = StreamProcessor(self.store, name=self.name, seed=seed)
+        self.seed = seed
         self.group = group
+        self.client = client
+        self.max_records = max_records
         self.log = log
         self.ready_file = Path(ready_file) if ready_file else None
         self.status_every_s = status_every_s
         self.dead_letters = 0
         self.assigned: list[int] = []
         self.stop = threading.Event()
+        self._logic: StreamProcessor | None = None
+        self._logic_error: BaseException | None = None
+        self._logic_thread = threading.Thread(target=self._build_logic, name="import-river", daemon=True)
+        self._logic_thread.start()
+
+    def _build_logic(self) -> None:
+        """Import River and build the per-event logic (in a thread, overlapping the group join)."""
+        try:
+            self._logic = StreamProcessor(self.store, name=self.name, seed=self.seed)
+        except BaseException as exc:  # noqa: BLE001 - re-raised where the logic is first used
+            self._logic_error = exc
+
+    @property
+    def logic(self) -> StreamProcessor:
+        """The per-event logic, once River is imported."""
+        self._logic_thread.join()
+        if self._logic_error is not None:
+            raise RuntimeError(f"{self.name}: could not build the stream processor: {self._logic_error}") \
+                from self._logic_error
+        return self._logic
+
+    def _assigned(self, partitions: list[tuple[str, int]]) -> None:
+        """Log partition moves; the first assignment marks the processor ready."""
+        self.assigned = sorted({p for _, p in partitions})
+        self.log(f"{self.name}: partitions assigned {partitions}")
+        if self.ready_file is not None and not self.ready_file.exists():
+            self.ready_file.write_text(json.dumps({"pid": os.getpid(), "t": time.time()}))
+
+    def _revoked(self, partitions: list[tuple[str, int]]) -> None:
+        """Log partitions taken away."""
+        if partitions:
+            self.log(f"{self.name}: partitions revoked {partitions}")
 
     def run(self, max_seconds: float | None = None) -> dict[str, Any]:
         """Consume until stopped (or max_seconds); returns the processor's stats."""
-        from kafka import KafkaConsumer, KafkaProducer
-        from kafka.consumer.subscription_state import ConsumerRebalanceListener
-        from kafka.errors import CommitFailedError, KafkaError
-
+        from cloud.clients import CommitFailed, open_group
         from cloud.topics import ensure_topics
-        from edge.kafka import consumer_config, producer_config
 
         ensure_topics(self.bootstrap)
-        service = self
-
-        class Listener(ConsumerRebalanceListener):
-            """Log partition moves; the first assignment marks the processor ready."""
-
-            def on_partitions_revoked(self, revoked):
-                if revoked:
-                    service.log(f"{service.name}: partitions revoked {sorted((t.topic, t.partition) for t in revoked)}")
-
-            def on_partitions_assigned(self, assigned):
-                service.assigned = sorted({t.partition for t in assigned})
-                service.log(f"{service.name}: partitions assigned "
-                            f"{sorted((t.topic, t.partition) for t in assigned)}")
-                if service.ready_file is not None and not service.ready_file.exists():
-                    service.ready_file.write_text(json.dumps({"pid": os.getpid(), "t": time.time()}))
-
-        consumer = KafkaConsumer(**consumer_config(self.bootstrap, self.group, max_poll_records=1000,
-                                                   session_timeout_ms=6000, heartbeat_interval_ms=1000))
-        consumer.subscribe([TELEMETRY, PREDICTIONS], listener=Listener())
-        producer = KafkaProducer(**producer_config(self.bootstrap, linger_ms=5))
+        group = open_group(self.client, self.bootstrap, self.group, [TELEMETRY, PREDICTIONS], self._assigned,
+                           self._revoked, max_records=self.max_records,
+                           session_timeout_ms=self.SESSION_TIMEOUT_MS, heartbeat_interval_ms=self.HEARTBEAT_INTERVAL_MS,
+                           max_poll_interval_ms=self.MAX_POLL_INTERVAL_MS)
         started = time.monotonic()
         next_status = started + self.status_every_s
         try:
             while not self.stop.is_set():
                 if max_seconds is not None and time.monotonic() - started > max_seconds:
                     break
-                batches = consumer.poll(timeout_ms=200)
-                if batches:
-                    offsets = self._process(batches, producer)
+                records = group.poll(0.2)
+                if records:
+                    offsets = self._process(records, group)
                     try:
-                        consumer.commit(offsets)
-                    except (CommitFailedError, KafkaError) as exc:
+                        group.commit(offsets)
+                    except CommitFailed as exc:
                         # The partitions moved on; their next owner replays them and the store drops repeats.
-                        self.log(f"{self.name}: offset commit failed ({type(exc).__name__}); "
+                        self.log(f"{self.name}: offset commit failed ({exc}); "
                                  "the new owner will replay, duplicates are dropped by event id")
                 if time.monotonic() >= next_status:
                     next_status += self.status_every_s
                     self.log(self.status_line(time.monotonic() - started))
         finally:
-            consumer.close()
-            producer.close(timeout=5)
+            group.close()
             self.store.close()
         return self.stats(time.monotonic() - started)
 
-    def _process(self, batches, producer) -> dict:
+    def _process(self, records: list, group) -> dict[tuple[str, int], int]:
         """Process one polled batch and return the offsets to commit (after the store commits)."""
-        from kafka.structs import OffsetAndMetadata
-
-        futures = []
+        logic = self.logic
         self.store.begin()
         try:
-            for tp, records in batches.items():
-                for record in records:
-                    futures += self._one(record, producer)
-            producer.flush(timeout=30)
-            for future in futures:
-                future.get(timeout=0)
+            items, sources = [], []
+            for record in records:
+                parsed = parse_event(record.value, expect=TOPIC_KINDS.get(record.topic))
+                if not parsed.ok:
+                    self._dead_letter(record, parsed.reason, group)
+                    continue
+                items.append((parsed.event, record.topic, record.partition, record.offset))
+                sources.append(record)
+            for record, outcome in zip(sources, logic.process_batch(items)):
+                if outcome.error:
+                    self._dead_letter(record, outcome.error, group)
+                for alert in outcome.alerts:
+                    if alert.alert == "drift":
+                        self.log(f"{self.name}: DRIFT {alert.detail}")
+                    group.send(ALERTS, alert.to_bytes(), key=alert.device_id.encode())
+            group.flush(30)
             self.store.commit()
         except BaseException:
             self.store.rollback()
             raise
-        return {tp: OffsetAndMetadata(records[-1].offset + 1, "", -1) for tp, records in batches.items()}
+        offsets: dict[tuple[str, int], int] = {}
+        for record in records:
+            offsets[(record.topic, record.partition)] = max(offsets.get((record.topic, record.partition), 0),
+                                                            record.offset + 1)
+        return offsets
 
-    def _one(self, record, producer) -> list:
-        """Parse and process one record; returns the futures of what it produced."""
-        parsed = parse_event(record.value, expect=TOPIC_KINDS.get(record.topic))
-        if not parsed.ok:
-            return [self._dead_letter(record, parsed.reason, producer)]
-        try:
-            outcome = self.logic.process(parsed.event, record.topic, record.partition, record.offset)
-        except Exception as exc:  # noqa: BLE001 - a bad event must not stop the consumer
-            return [self._dead_letter(record, f"processing error: {type(exc).__name__}: {exc}", producer)]
-        futures = []
-        for alert in outcome.alerts:
-            if alert.alert == "drift":
-                self.log(f"{self.name}: DRIFT {alert.detail}")
-            futures.append(producer.send(ALERTS, key=alert.device_id.encode(), value=alert.to_bytes()))
-        return futures
-
-    def _dead_letter(self, record, reason: str, producer):
+    def _dead_letter(self, record, reason: str, group) -> None:
         """Send the original bytes to dead-letter with where they came from and why."""
         self.dead_letters += 1
         value = record.value if record.value is not None else b""
         self.store.add_dead_letter(record.topic, record.partition, record.offset, reason, len(value))
-        return producer.send(DEAD_LETTER, key=record.key, value=value,
-                             headers=dead_letter_headers(record.topic, record.partition, record.offset, reason))
+        group.send(DEAD_LETTER, value, key=record.key,
+                   headers=dead_letter_headers(record.topic, record.partition, record.offset, reason))
 
     def status_line(self, seconds: float) -> str:
         """One line of progress."""
@@ -397,8 +452,8 @@ class ProcessorService:
 
     def stats(self, seconds: float) -> dict[str, Any]:
         """Counts and rates for summaries."""
-        return {"name": self.name, "processed": dict(self.logic.processed), "duplicates": self.logic.duplicates,
-                "dead_letters": self.dead_letters, "seconds": round(seconds, 2),
+        return {"name": self.name, "client": self.client, "processed": dict(self.logic.processed),
+                "duplicates": self.logic.duplicates, "dead_letters": self.dead_letters, "seconds": round(seconds, 2),
                 "online_accuracy": self.logic.online_accuracy.get(), "edge_accuracy": self.logic.edge_accuracy.get()}
 
 
@@ -414,13 +469,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ready-file", default=None, help="written once partitions are assigned")
     parser.add_argument("--stats", default=None, help="write the final stats as JSON here")
     parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    parser.add_argument("--client", choices=("kafka-python", "confluent"),
+                        default=os.environ.get("PROCESSOR_KAFKA_CLIENT", "kafka-python"),
+                        help="Kafka client library (make bench-stream compares them)")
     args = parser.parse_args(argv)
     log = lambda line: print(line, flush=True)  # noqa: E731
     service = ProcessorService(args.bootstrap, Path(args.store), args.group, args.name, args.seed, log,
-                               Path(args.ready_file) if args.ready_file else None)
+                               Path(args.ready_file) if args.ready_file else None, client=args.client)
     signal.signal(signal.SIGTERM, lambda *_: service.stop.set())
     signal.signal(signal.SIGINT, lambda *_: service.stop.set())
-    log(f"{service.name}: joining group {args.group!r} on {args.bootstrap}; store {args.store}")
+    log(f"{service.name}: joining group {args.group!r} on {args.bootstrap} with {args.client}; store {args.store}")
     stats = service.run(args.duration)
     log(f"{service.name}: stopped; {json.dumps(stats)}")
     if args.stats:

@@ -156,6 +156,16 @@ def parse_event(raw: bytes | None, max_bytes: int = MAX_EVENT_BYTES,
         return Parsed(None, f"expected bytes, got {type(raw).__name__}")
     if len(raw) > max_bytes:
         return Parsed(None, f"oversized: {len(raw)} bytes > limit {max_bytes}")
+    wanted = (expect,) if isinstance(expect, str) else expect
+    try:
+        # Fast path: pydantic-core parses and validates the JSON in one pass (about 3x faster than
+        # json.loads + validate_python). The same schema decides; only a refusal takes the slow path
+        # below, which finds the reason step by step.
+        event = _adapter().validate_json(bytes(raw))
+    except (ValidationError, ValueError, TypeError, RecursionError):
+        event = None
+    if event is not None and (not wanted or event.kind in wanted):
+        return Parsed(event)
     try:
         data = json.loads(bytes(raw))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
@@ -168,7 +178,6 @@ def parse_event(raw: bytes | None, max_bytes: int = MAX_EVENT_BYTES,
     kind = data.get("kind")
     if kind not in EVENT_KINDS:
         return Parsed(None, f"unknown kind {str(kind)[:40]!r}; expected one of {', '.join(EVENT_KINDS)}")
-    wanted = (expect,) if isinstance(expect, str) else expect
     if wanted and kind not in wanted:
         return Parsed(None, f"wrong schema: kind {kind!r} on a topic that carries {', '.join(wanted)}")
     try:

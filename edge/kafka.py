@@ -1,4 +1,10 @@
-"""Kafka client settings shared by devices and cloud services (kafka-python)."""
+"""Kafka client settings shared by devices and cloud services (kafka-python).
+
+Speed depends on one optional package: kafka-python computes the CRC32C checksum of every record
+batch it produces and checks it on every batch it reads. Without the ``crc32c`` package
+(``pip install 'kafka-python[crc32c]'``) it does so in pure Python, which limited this kit to about
+2-9k produced and 4k consumed 700-byte messages per second on a 2-core VM; with it, 45k and 160k.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,13 @@ from typing import Any
 # which kafka-python derives from max_poll_interval_ms: 5 s gives the first record in
 # about 3 s instead of minutes. A real Kafka broker is fine with it too.
 MAX_POLL_INTERVAL_MS = 5_000
+
+
+def crc32c_accelerated() -> bool:
+    """True when kafka-python checksums record batches with the native ``crc32c`` package (fast)."""
+    from kafka.record import util
+
+    return getattr(util, "crc32c_c", None) is not None
 
 
 def producer_config(bootstrap_servers: str, **overrides: Any) -> dict[str, Any]:
