@@ -100,7 +100,8 @@ class DriftResponder:
 
     def __init__(self, bootstrap: str, weights: Path, bundles_dir: Path, signing_key_dir: Path,
                  version: int = 1, window: int = 600, epochs: int = 15, seed: int = 0,
-                 results: Path | None = None, log=print, tflite: bool = False) -> None:
+                 results: Path | None = None, log=print, tflite: bool = False,
+                 since: float | None = None) -> None:
         self.bootstrap = bootstrap
         self.weights = Path(weights)
         self.bundles_dir = Path(bundles_dir)
@@ -110,6 +111,7 @@ class DriftResponder:
         self.epochs = epochs
         self.seed = seed
         self.tflite = tflite
+        self.since = since
         self.results_path = Path(results) if results else None
         self.log = log
         self.samples: deque[tuple[float, list[float], int]] = deque(maxlen=window * 4)
@@ -142,9 +144,7 @@ class DriftResponder:
         parts = [TopicPartition(t, p) for t in (ALERTS, PREDICTIONS)
                  for p in sorted(consumer.partitions_for_topic(t) or {0})]
         consumer.assign(parts)
-        consumer.seek_to_end()
-        for tp in parts:
-            consumer.position(tp)  # resolve "end" now, so events from here on are all read
+        self._seek(consumer, parts)
         producer = KafkaProducer(**producer_config(self.bootstrap, max_request_size=8 * 1024 * 1024))
         if ready_file is not None:
             Path(ready_file).write_text(json.dumps({"pid": os.getpid(), "t": time.time()}))
@@ -158,6 +158,17 @@ class DriftResponder:
             consumer.close()
             producer.close(timeout=5)
         return self.updates
+
+    def _seek(self, consumer, parts) -> None:
+        """Start reading at ``since`` (epoch seconds), or at the end when it is None or later than every record."""
+        consumer.seek_to_end()
+        if self.since is not None:
+            found = consumer.offsets_for_times({tp: int(self.since * 1000) for tp in parts})
+            for tp, at in found.items():
+                if at is not None and at.timestamp >= 0:  # Tansu answers timestamp -1 for "nothing that late"
+                    consumer.seek(tp, at.offset)
+        for tp in parts:
+            consumer.position(tp)  # resolve "end" now, so events from here on are all read
 
     def _poll_once(self, consumer) -> None:
         """Read what arrived: keep labelled samples, note a drift alert about the current model."""
@@ -262,13 +273,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--results", default=None, help="JSON file of updates published")
     parser.add_argument("--ready-file", default=None, help="written once following")
+    parser.add_argument("--since", type=float, default=None,
+                        help="read alerts and predictions from this epoch time (default: from now on)")
     parser.add_argument("--tflite", action="store_true",
                         help="also publish each update as a signed TFLite bundle (imports TensorFlow, ~5 s more)")
     args = parser.parse_args(argv)
     log = lambda line: print(line, flush=True)  # noqa: E731
     responder = DriftResponder(args.bootstrap, Path(args.weights), Path(args.bundles), Path(args.keys),
                                args.version, args.window, args.epochs, args.seed,
-                               Path(args.results) if args.results else None, log, tflite=args.tflite)
+                               Path(args.results) if args.results else None, log, tflite=args.tflite,
+                               since=args.since)
     signal.signal(signal.SIGTERM, lambda *_: responder.stop.set())
     signal.signal(signal.SIGINT, lambda *_: responder.stop.set())
     responder.run(Path(args.ready_file) if args.ready_file else None)

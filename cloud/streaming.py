@@ -96,13 +96,18 @@ def start_processor(bootstrap: str, store: Path, folder: Path, name: str, group:
 
 
 def start_responder(bootstrap: str, model: InitialModel, artifacts_dir: Path, folder: Path,
-                    window: int, epochs: int, seed: int = 0, tflite: bool = False):
-    """Start ``python -m cloud.drift`` (``tflite``: also publish TFLite bundles); returns (process, ready file, log)."""
+                    window: int, epochs: int, seed: int = 0, tflite: bool = False, since: float | None = None):
+    """Start ``python -m cloud.drift``; returns (process, ready file, log).
+
+    ``tflite`` also publishes TFLite bundles; ``since`` (epoch seconds) makes it read events from then on,
+    so it may start after the devices without missing the drift.
+    """
     ready, log = folder / "drift.ready", folder / "drift.log"
     cmd = [sys.executable, "-m", "cloud.drift", "--bootstrap", bootstrap, "--weights", str(model.weights),
            "--bundles", str(folder / "bundles"), "--keys", str(artifacts_dir), "--window", str(window),
            "--epochs", str(epochs), "--seed", str(seed), "--results", str(folder / "updates.json"),
-           "--ready-file", str(ready)] + (["--tflite"] if tflite else [])
+           "--ready-file", str(ready)] + (["--tflite"] if tflite else []) + (
+               ["--since", f"{since:.3f}"] if since is not None else [])
     return procs.start_process(cmd, log, env=child_env(), cwd=_root()), ready, log
 
 
