@@ -75,6 +75,21 @@ def supernode_command(superlink_address: str, partition_id: int, port: int, data
             "--host", host, "--port", str(port), "--node-config", node_config]
 
 
+def _wait_group_gone(pgid: int, timeout: float = 5.0) -> None:
+    """Wait until no process is left in a process group (a SuperNode's ClientApps); SIGKILL what lingers."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def write_cli_config(home: Path, superlink_address: str, ca: Path | None = None) -> Path:
     """Write ``$FLWR_HOME/config.toml`` with the ``kit`` connection the flwr CLI uses."""
     home.mkdir(parents=True, exist_ok=True)
@@ -172,11 +187,13 @@ class Federation:
         return [n["node-id"] for n in nodes if n.get("status") == "online"]
 
     def stop(self) -> None:
-        """Stop every SuperNode this object started, by process id."""
+        """Stop every SuperNode this object started, by process id, and wait until its ClientApps are gone too."""
         for node in self.nodes:
             if node.proc is not None:
                 procs.stop_pid(node.proc.pid)
-                node.proc.wait(timeout=5) if node.proc.poll() is None else None
+                if node.proc.poll() is None:
+                    node.proc.wait(timeout=5)
+                _wait_group_gone(node.proc.pid)
 
     def pids(self) -> list[int]:
         """Process ids of the SuperNodes started."""

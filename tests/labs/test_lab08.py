@@ -1,17 +1,21 @@
 """Lab 08 in quick mode: the numbers its README promises, and nothing left running."""
 
 import os
+import time
 
 from cloud.labs import run_lab
 from cloud.procs import pid_alive
 
 
-def process_group_empty(pgid: int) -> bool:
-    """True when no process is left in a process group (a SuperNode and the ClientApps it started)."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return True
+def process_group_empty(pgid: int, within_s: float = 10.0) -> bool:
+    """True when no process is left in a process group (a SuperNode and the ClientApps it started) within a few seconds."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
     return False
 
 
@@ -24,7 +28,8 @@ def test_lab08_federates_iid_better_than_non_iid_deploys_a_verified_bundle_and_l
     assert accuracy["fedavg/dir0.1"] < accuracy["fedavg/iid"] - 0.03  # label skew costs accuracy
     assert metrics["rounds_to_90pct"]["fedavg/iid"] <= 3
     assert set(accuracy) == {"fedavg/iid", "fedavg/dir0.1", "fedadam/dir0.1"}
-    assert metrics["bytes_per_round"]["fedavg/iid"] == 3 * 2 * (64 * 32 + 32 + 32 * 10 + 10) * 4
+    # 3 devices x (model down + model up); each model: 2,410 float32 as four .npy arrays (128-byte headers)
+    assert metrics["bytes_per_round"]["fedavg/iid"] == 3 * 2 * ((64 * 32 + 32 + 32 * 10 + 10) * 4 + 4 * 128)
     assert metrics["bundle_verified"] is True
     assert min(metrics["device_accuracy"]) > 0.85
     assert (run_path / "accuracy_per_round.png").exists() and (run_path / "class_histograms.png").exists()
