@@ -204,3 +204,13 @@ def test_onnx_export_of_the_mlp_matches_numpy_exactly(tmp_path):
     x = np.random.default_rng(0).random((7, 64)).astype(np.float32)
     logits = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"features": x})[0]
     np.testing.assert_allclose(logits, forward(params, x), rtol=1e-5, atol=1e-5)
+
+
+def test_scaled_device_containers_claim_distinct_partitions(tmp_path):
+    from edge.cli import claim_partition, supernode_command
+
+    claimed = [claim_partition(tmp_path) for _ in range(3)]
+    command = supernode_command("superlink:8000", claimed[-1], tmp_path, 9094, root_certificates=tmp_path / "ca.pem")
+    assert claimed == [0, 1, 2]
+    assert command[1:3] == ["--root-certificates", str(tmp_path / "ca.pem")] and "--insecure" not in command
+    assert f'partition-id=2 data-dir="{tmp_path.resolve()}"' in command
