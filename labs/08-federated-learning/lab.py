@@ -17,6 +17,7 @@ DEFAULTS = {
     "mild": True,
     "compare": "fedprox,fedadam",  # strategies also run on the skewed split ("" for none)
     "two_class": False,  # also run FedAvg on the pathological two-classes-per-device split
+    "fraction": 1.0,  # fraction of the devices sampled each round
     "local_epochs": 5,
     "lr": 0.1,
     "batch_size": 16,
@@ -48,6 +49,8 @@ def run(ctx) -> dict:
     sets = {"iid": "iid", skewed: set_name("dirichlet", a["alpha"]), mild: set_name("dirichlet", a["alpha_mild"]),
             "2class": "two-class"}
     compare = [s.strip() for s in a["compare"].split(",") if s.strip()]
+    if not 0 < a["fraction"] <= 1:
+        raise ValueError(f"fraction={a['fraction']}: use a fraction of the devices in (0, 1], e.g. fraction=0.5")
 
     ctx.step(f"1. Partition the digits across {devices} devices")
     data_dir = ctx.run.path / "fl-data"
@@ -69,7 +72,9 @@ def run(ctx) -> dict:
     centralized = central_curve[-1]
     ctx.console.print(f"centralized: {epochs} epochs (the devices' total local epochs), test accuracy {centralized:.3f}")
 
-    base = FlConfig(num_server_rounds=rounds, min_nodes=devices, round_timeout=120.0, local_epochs=a["local_epochs"],
+    sampled = max(1, round(a["fraction"] * devices))
+    base = FlConfig(num_server_rounds=rounds, fraction_train=a["fraction"], min_nodes=sampled, round_timeout=120.0,
+                    local_epochs=a["local_epochs"],
                     lr=a["lr"], batch_size=a["batch_size"], proximal_mu=a["proximal_mu"], server_lr=a["server_lr"],
                     hidden=a["hidden"], seed=ctx.seed, test_path=str(test_path),
                     evaluate_every=0 if a["device_eval"] else -1)
@@ -97,7 +102,7 @@ def run(ctx) -> dict:
             if a["dropout"]:
                 ctx.step(f"5. Drop a device: kill SuperNode {devices - 1} in round {a['drop_round']}, restart it after")
                 plan = NodeDropout(federation, devices - 1, a["drop_round"], console=ctx.console)
-                drop_config = replace(base, **{"partition_set": "iid", "min_nodes": devices - 1,
+                drop_config = replace(base, **{"partition_set": "iid", "min_nodes": min(sampled, devices - 1),
                                                 "round_timeout": a["round_timeout"], "evaluate_every": -1})
                 dropout = federation.run(drop_config, ctx.run.path / "runs" / "dropout", timeout=600, during=plan,
                                          on_round=lambda entry: ctx.console.print(round_line("fedavg/iid+drop", entry,
