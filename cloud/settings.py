@@ -41,8 +41,10 @@ class StackSettings(BaseSettings):
     )
     stack_dir: Path = Field(Path("runs/stack"), description="STACK_DIR: logs and state of `cloud up`")
     health_timeout_s: float = Field(30.0, description="HEALTH_TIMEOUT_S")
-    superlink_tls: bool = Field(
-        False, description="SUPERLINK_TLS: serve the SuperLink over TLS with the certificates in CERTS_DIR"
+    superlink_tls: bool | None = Field(
+        None,
+        description="SUPERLINK_TLS: 1 = TLS with the certificates in CERTS_DIR, 0 = plain HTTP; "
+        "unset = TLS when CERTS_DIR holds them (`make certs`)",
     )
     certs_dir: Path = Field(Path("certs"), description="CERTS_DIR: ca.pem, server.pem, server.key (`make certs`)")
 

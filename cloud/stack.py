@@ -59,12 +59,18 @@ def venv_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def superlink_tls_files(settings: StackSettings):
-    """The CA, certificate and key in CERTS_DIR when SUPERLINK_TLS is on, else None; says what to run if missing."""
-    if not settings.superlink_tls:
+    """The CA, certificate and key in CERTS_DIR when TLS is on, else None; says what to run if missing.
+
+    SUPERLINK_TLS=1 requires the certificates, SUPERLINK_TLS=0 never uses them, and unset
+    means TLS exactly when `make certs` has put them in CERTS_DIR.
+    """
+    if settings.superlink_tls is False:
         return None
     from cloud.certs import CertPaths
 
     paths = CertPaths(Path(settings.certs_dir).resolve())
+    if settings.superlink_tls is None:
+        return paths if paths.complete() else None
     if not paths.complete():
         raise FileNotFoundError(f"SUPERLINK_TLS is on but {paths.folder} lacks ca.pem, server.pem or server.key; "
                                 "run `make certs` (or set CERTS_DIR to where they are)")

@@ -46,6 +46,7 @@ def run_settings(tmp_path, monkeypatch):
         runs_dir=tmp_path / "runs",
         stack_dir=tmp_path / "stack",
         artifacts_dir=tmp_path / "artifacts",
+        certs_dir=tmp_path / "certs",
         kafka_bootstrap_servers=f"127.0.0.1:{free_port()}",
         superlink_address=f"127.0.0.1:{free_port()}",
         runtime="local",

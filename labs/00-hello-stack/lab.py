@@ -52,7 +52,7 @@ def run(ctx) -> dict:
     """Start the stack, send and receive events, ping the SuperLink, stop everything."""
     from cloud.broker import committed_offsets, create_topics
     from cloud.settings import split_host_port
-    from cloud.stack import superlink_healthy
+    from cloud.stack import superlink_healthy, superlink_tls_files
 
     n = ctx.args["events"]
     topic, group = "hello", f"hello-{uuid.uuid4().hex[:8]}"
@@ -75,8 +75,9 @@ def run(ctx) -> dict:
 
         ctx.step("4. ping the SuperLink")
         host, port = split_host_port(stack.superlink_address)
-        superlink_ok = superlink_healthy(host, port)
-        ctx.console.print(f"GET http://{stack.superlink_address}/health -> "
+        tls = superlink_tls_files(ctx.settings)
+        superlink_ok = superlink_healthy(host, port, ca=tls.ca if tls else None)
+        ctx.console.print(f"GET {'https' if tls else 'http'}://{stack.superlink_address}/health -> "
                           f"{'200 OK' if superlink_ok else 'no answer'}")
 
     ctx.table("lab-00 summary", ["check", "value"], [

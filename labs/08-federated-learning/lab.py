@@ -84,9 +84,10 @@ def run(ctx) -> dict:
     settings = {f"{strategy}/{data}": replace(base, strategy=strategy, partition_set=sets[data])
                 for strategy, data in runs}
 
-    ca = None
-    if a["tls"]:
-        ca = _use_tls(ctx)
+    from cloud.stack import superlink_tls_files
+
+    existing = superlink_tls_files(ctx.settings)  # certificates from `make certs` turn TLS on
+    ca = _use_tls(ctx) if a["tls"] else (existing.ca if existing else None)
     with ctx.stack(services=("superlink",)) as stack:
         ctx.step(f"3. Start {devices} SuperNodes (one per device) against the SuperLink at {stack.superlink_address}")
         federation = Federation(stack.superlink_address, ctx.run.path / "federation", devices, data_dir, ca=ca,

@@ -54,7 +54,8 @@ def test_every_built_service_runs_a_kit_entry_point():
 
 
 def test_superlink_service_uses_the_local_stack_flags():
-    local = service_specs(StackSettings(), ROOT / "runs" / "stack")["superlink"].command[1:]
+    plain = StackSettings(superlink_tls=False)
+    local = service_specs(plain, ROOT / "runs" / "stack")["superlink"].command[1:]
     container = compose_services()["superlink"]["command"]
     strip = lambda argv: [a for a in argv if a not in ("127.0.0.1", "0.0.0.0")]  # noqa: E731
     assert strip(container) == strip(local[:-1]) + [container[-1]]
