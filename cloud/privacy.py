@@ -11,13 +11,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cloud.data import as_images
+# ε is computed in one place, on the device side, so a device and the cloud agree on every number.
+from edge.privacy import ACCOUNTANTS, RDP_ORDERS, epsilon_for  # noqa: F401 - re-exported
 
 # One accountant history entry, as Opacus keeps it: (noise multiplier σ, sample rate q, steps).
 HistoryEntry = tuple[float, float, int]
-ACCOUNTANTS = ("prv", "rdp")
-# Rényi orders the RDP accountant tries: Opacus's defaults plus larger ones, which give the
-# tighter bound when few steps are taken (Opacus warns "optimal order is the largest alpha").
-RDP_ORDERS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)) + [64, 80, 96, 128, 192, 256, 512]
 
 
 @contextmanager
@@ -66,22 +64,6 @@ def make_compatible(model):
         raise ValueError(f"model still incompatible with Opacus after ModuleValidator.fix: {errors}; "
                          "replace the listed layers by hand (e.g. BatchNorm -> GroupNorm)")
     return fixed
-
-
-def epsilon_for(history: list[HistoryEntry], delta: float, accountant: str = "prv") -> float:
-    """ε spent by a sequence of DP-SGD phases (σ, q, steps), from one accountant (prv or rdp)."""
-    from opacus.accountants import PRVAccountant, RDPAccountant
-
-    if accountant not in ACCOUNTANTS:
-        raise ValueError(f"accountant must be one of {ACCOUNTANTS}, got {accountant!r}")
-    if not history:
-        return 0.0
-    acc = PRVAccountant() if accountant == "prv" else RDPAccountant()
-    acc.history = [(float(s), float(q), int(n)) for s, q, n in history]
-    with quiet_opacus():
-        if accountant == "rdp":
-            return float(acc.get_epsilon(delta=delta, alphas=RDP_ORDERS))
-        return float(acc.get_epsilon(delta=delta))
 
 
 def epsilons(history: list[HistoryEntry], delta: float) -> dict[str, float]:

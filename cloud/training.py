@@ -43,35 +43,10 @@ def train_torch(
     image: bool = True,
 ) -> History:
     """Train a torch classifier on the digits split with cross-entropy; returns its history."""
-    import torch
-    from torch import nn
-
-    torch.manual_seed(seed)
-    dev = torch_device(device)
-    model.to(dev)
-    shape = (lambda x: as_images(x)) if image else (lambda x: x)
-    x = torch.from_numpy(shape(split.x_train)).to(dev)
-    y = torch.from_numpy(split.y_train).to(dev)
-    make = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop}
-    kwargs = {"momentum": 0.9} if optimizer == "sgd" else {}
-    opt = make[optimizer](model.parameters(), lr=lr, weight_decay=weight_decay, **kwargs)
-    loss_fn = nn.CrossEntropyLoss()
-    generator = torch.Generator().manual_seed(seed)
-    history = History()
-    for _ in range(epochs):
-        model.train()
-        order = torch.randperm(len(x), generator=generator).to(dev)
-        total = 0.0
-        for start in range(0, len(x), batch_size):
-            idx = order[start : start + batch_size]
-            opt.zero_grad()
-            loss = loss_fn(model(x[idx]), y[idx])
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-        history.loss.append(total / len(x))
-        history.val_accuracy.append(torch_accuracy(model, split.x_val, split.y_val, image=image))
-    return history
+    shape = as_images if image else (lambda x: x)
+    return fit_torch(model, shape(split.x_train), split.y_train, shape(split.x_val), split.y_val,
+                     epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, optimizer=optimizer,
+                     weight_decay=weight_decay, device=device)
 
 
 def torch_predict(model, x: np.ndarray, image: bool = True) -> np.ndarray:
