@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -108,10 +108,12 @@ class Federation:
 
     def __init__(self, superlink_address: str, work_dir: Path, devices: int, data_dir: Path,
                  ca: Path | None = None, console: Console | None = None,
-                 health_timeout_s: float = 60.0, first_port: int | None = None) -> None:
+                 health_timeout_s: float = 60.0, first_port: int | None = None,
+                 app_dir: Path = APP_DIR) -> None:
         if devices < 0:
             raise ValueError(f"devices must be >= 0 (0: only submit runs to nodes started elsewhere), got {devices}")
         self.superlink_address = superlink_address
+        self.app_dir = Path(app_dir).resolve()  # the Flower app `flwr run` submits (lab 11: cloud/fedapp_private)
         self.work_dir = Path(work_dir).resolve()
         self.data_dir = Path(data_dir).resolve()
         self.ca = Path(ca).resolve() if ca else None  # the CA that signed the SuperLink's certificate: TLS on
@@ -219,7 +221,7 @@ class Federation:
 
     def submit(self, config: FlConfig) -> int:
         """Submit the Flower app with these settings; returns the run id."""
-        done = self._flwr(["run", str(APP_DIR), CONNECTION, "--format", "json",
+        done = self._flwr(["run", str(self.app_dir), CONNECTION, "--format", "json",
                            "--run-config", run_config_string(config.run_config())])
         try:
             payload = json.loads(done.stdout[done.stdout.index("{"):])
@@ -266,7 +268,7 @@ class Federation:
             out_dir = Path(out_dir).resolve()
             out_dir.mkdir(parents=True, exist_ok=True)
             (out_dir / METRICS_FILE).unlink(missing_ok=True)
-            config = FlConfig(**{**config.__dict__, "out_dir": str(out_dir)})
+            config = replace(config, out_dir=str(out_dir))  # keeps a subclass's own settings
             followers.append(_RunFollower(name, self.submit(config), out_dir, time.monotonic()))
         while any(not f.finished for f in followers):
             for follower in followers:
