@@ -1,20 +1,25 @@
 """Streaming benchmark: broker rates, the device pipeline, the cloud processor against bare River, lab-07 start-up.
 
 ``main(run, console, *args)`` is what ``cloud bench stream`` / ``make bench-stream`` calls; args are
-``key=value`` (``events=20000 readings=5000 lab=1``). Everything runs on this machine in one go, with
-the kit's own client settings (``edge/kafka.py``); the broker's consume rate and the processor run with
+``key=value`` (``events=20000 readings=5000 repeats=3 lab=1``). Everything runs on this machine in one go,
+with the kit's own client settings (``edge/kafka.py``); the broker's consume rate and the processor run with
 kafka-python (the kit's client) and confluent-kafka side by side, and the table is written to the run folder.
+
+Measurements that are compared (raw produce against the device pipeline; each client's processor against
+the bare River loop) alternate within each of ``repeats`` rounds and the table shows medians, so a
+change in the machine's load (other jobs on a shared VM) moves both sides of a ratio alike.
 """
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-DEFAULTS = {"events": 20000, "readings": 5000, "lab": 1, "seed": 0}
+DEFAULTS = {"events": 20000, "readings": 5000, "repeats": 3, "lab": 1, "seed": 0}
 
 
 def parse(args: tuple[str, ...]) -> dict[str, int]:
@@ -28,29 +33,35 @@ def parse(args: tuple[str, ...]) -> dict[str, int]:
     return values
 
 
-def raw_rates(bootstrap: str, events: int) -> dict[str, float]:
-    """Produce ``events`` prediction-sized messages with the kit's producer, then read them with each client's group."""
+def bench_value() -> bytes:
+    """A prediction-sized message (64 features), as devices send."""
+    from edge.events import PredictionEvent
+
+    return PredictionEvent(device_id="cam-0", seq=0, model="m@1", predicted=1, confidence=0.9, true_label=1,
+                           latency_us=20.0, features=[0.1234] * 64).to_bytes()
+
+
+def produce_rate(bootstrap: str, topic: str, events: int) -> float:
+    """Messages per second the kit's producer sends (keyed, as devices are) until the broker acknowledged them all."""
     from kafka import KafkaProducer
 
-    from cloud.broker import create_topics
-    from edge.events import PredictionEvent
-    from edge.kafka import crc32c_accelerated, producer_config
+    from edge.kafka import producer_config
 
-    topic = f"bench-raw-{uuid.uuid4().hex[:6]}"
-    create_topics(bootstrap, {topic: 3})
-    value = PredictionEvent(device_id="cam-0", seq=0, model="m@1", predicted=1, confidence=0.9, true_label=1,
-                            latency_us=20.0, features=[0.1234] * 64).to_bytes()
+    value = bench_value()
     producer = KafkaProducer(**producer_config(bootstrap))
     start = time.perf_counter()
     for i in range(events):
         producer.send(topic, key=f"cam-{i % 3}".encode(), value=value)
     producer.flush()
-    produce_s = time.perf_counter() - start
+    seconds = time.perf_counter() - start
     producer.close()
-    out = {"message_bytes": len(value), "produce_per_s": events / produce_s, "crc32c_native": crc32c_accelerated()}
-    for client in available_clients():
-        out[f"consume_per_s_{client}"] = group_consume_rate(client, bootstrap, topic, events)
-    return out
+    return events / seconds
+
+
+def consume_rates(bootstrap: str, topic: str, events: int) -> dict[str, float]:
+    """Each client's group-member read rate over a topic holding ``events`` messages."""
+    return {f"consume_per_s_{client}": group_consume_rate(client, bootstrap, topic, events)
+            for client in available_clients()}
 
 
 def available_clients() -> list[str]:
@@ -80,9 +91,8 @@ def group_consume_rate(client: str, bootstrap: str, topic: str, events: int) -> 
     return seen / seconds if seconds > 0 else float("nan")
 
 
-def device_pipeline(bootstrap: str, artifacts_dir: Path, readings: int, seed: int) -> dict[str, float]:
+def device_pipeline(bootstrap: str, model, readings: int, seed: int, name: str) -> dict[str, float]:
     """One device as fast as it goes: frames -> ONNX Runtime -> two events -> Kafka, until all acknowledged."""
-    from cloud.streaming import prepare_initial_model
     from edge.bundle import load_bundle
     from edge.device import EdgeDevice
     from edge.keys import load_public_key
@@ -90,16 +100,40 @@ def device_pipeline(bootstrap: str, artifacts_dir: Path, readings: int, seed: in
     from edge.sources import DigitFrames
     from edge.stream import DriftingCamera, KafkaSink
 
-    model = prepare_initial_model(artifacts_dir, seed=seed, epochs=8)
     key = load_public_key(model.public_key)
     runner = open_runner(load_bundle(model.bundle, key), num_threads=1)
     camera = DriftingCamera(DigitFrames.from_file(model.frames, count=readings, seed=seed), glitch_rate=0.01, seed=seed)
-    sink = KafkaSink(bootstrap, "bench-cam", camera, log=lambda line: None)
+    sink = KafkaSink(bootstrap, name, camera, log=lambda line: None)
     start = time.perf_counter()
     EdgeDevice(runner, camera, sink, name="bench-cam").run()  # closes the sink: waits for every acknowledgement
     seconds = time.perf_counter() - start
     events = sum(sink.delivered.values())
+    if events != sum(sink.produced.values()):
+        raise RuntimeError(f"device pipeline: {sum(sink.produced.values())} events produced, {events} acknowledged")
     return {"readings_per_s": readings / seconds, "events_per_s": events / seconds, "events": events}
+
+
+def produce_vs_device(bootstrap: str, artifacts_dir: Path, events: int, readings: int, seed: int,
+                      repeats: int) -> dict[str, Any]:
+    """Raw produce and the device pipeline, alternating for ``repeats`` rounds: medians and the ratio of medians."""
+    from cloud.broker import create_topics
+    from cloud.streaming import prepare_initial_model
+
+    model = prepare_initial_model(artifacts_dir, seed=seed, epochs=8)
+    topic = f"bench-raw-{uuid.uuid4().hex[:6]}"
+    create_topics(bootstrap, {topic: 3})
+    produce, device = [], []
+    for round_ in range(repeats):
+        produce.append(produce_rate(bootstrap, topic, events))
+        device.append(device_pipeline(bootstrap, model, readings, seed, f"bench-cam-{round_}"))
+    out: dict[str, Any] = {"message_bytes": len(bench_value()), "produce_per_s": statistics.median(produce),
+                           "produce_runs": produce, "raw_topic": topic,
+                           "device_events": device[0]["events"], "device_events_total": sum(d["events"] for d in device)}
+    for measure in ("readings_per_s", "events_per_s"):
+        out[f"device_{measure}"] = statistics.median(d[measure] for d in device)
+    out["device_events_runs"] = [d["events_per_s"] for d in device]
+    out["device_vs_raw_produce"] = out["device_events_per_s"] / out["produce_per_s"]
+    return out
 
 
 def processor_rate(bootstrap: str, events: int, store: Path, client: str) -> dict[str, float]:
@@ -132,11 +166,11 @@ def processor_rate(bootstrap: str, events: int, store: Path, client: str) -> dic
     return {"per_s": rate, "processed": processed, "first_s": marks["first"] - marks["start"]}
 
 
-def bare_river_rate(bootstrap: str, events: int) -> float:
-    """The processor's River work over the same events, parsed and featurised beforehand, in memory."""
+def river_inputs(bootstrap: str, events: int) -> list[tuple]:
+    """The ``events`` events in the topics (all the devices sent), parsed and featurised as the processor does."""
     from kafka import KafkaConsumer, TopicPartition
 
-    from cloud.processor import EventStore, StreamProcessor, pooled_features
+    from cloud.processor import pooled_features
     from cloud.topics import PREDICTIONS, TELEMETRY
     from edge.events import parse_event
     from edge.kafka import consumer_config
@@ -150,14 +184,21 @@ def bare_river_rate(bootstrap: str, events: int) -> float:
         for records in consumer.poll(timeout_ms=200).values():
             parsed += [parse_event(r.value).event for r in records]
     consumer.close()
-    bare = StreamProcessor(EventStore(":memory:"))  # only its River parts are used below
     inputs = []
-    for e in parsed:
+    for e in parsed[:events]:
         if e.kind == "prediction":
             inputs.append(("p", pooled_features(e.features), e.true_label, int(e.predicted != e.true_label), e.model))
         else:
             inputs.append(("t", {"brightness": e.brightness, "contrast": e.contrast, "saturated": e.saturated,
                                  "confidence": e.confidence}, None, None, None))
+    return inputs
+
+
+def bare_river_rate(inputs: list[tuple]) -> float:
+    """The processor's River work over the same events, parsed and featurised beforehand, in memory."""
+    from cloud.processor import EventStore, StreamProcessor
+
+    bare = StreamProcessor(EventStore(":memory:"))  # fresh models; only its River parts are used below
     detectors: dict[str, Any] = {}
     start = time.perf_counter()
     for kind, x, y, error, model in inputs:
@@ -175,14 +216,29 @@ def bare_river_rate(bootstrap: str, events: int) -> float:
     return len(inputs) / (time.perf_counter() - start)
 
 
-def processor_vs_river(bootstrap: str, events: int, folder: Path) -> dict[str, float]:
-    """Each client's processor over the device's events, then the bare River loop, all in this run."""
-    out: dict[str, float] = {}
-    for client in available_clients():
-        result = processor_rate(bootstrap, events, folder / f"processed-{client}.db", client)
-        out[f"processor_per_s_{client}"] = result["per_s"]
-        out[f"processor_first_s_{client}"] = result["first_s"]
-    out["bare_river_per_s"] = bare_river_rate(bootstrap, events)
+def processor_vs_river(bootstrap: str, events: int, folder: Path, repeats: int) -> dict[str, Any]:
+    """Each client's processor and the bare River loop over every device event, alternating for ``repeats`` rounds.
+
+    Medians per measure, and each client's ratio of medians to bare River. Each round's processors use a
+    fresh group and store, so they redo all the work; the client that goes first alternates too.
+    """
+    inputs = river_inputs(bootstrap, events)
+    clients = available_clients()
+    runs: dict[str, list[float]] = {}
+    first_s: dict[str, list[float]] = {}
+    for round_ in range(repeats):
+        order = clients if round_ % 2 == 0 else clients[::-1]
+        for client in order:
+            result = processor_rate(bootstrap, events, folder / f"processed-{client}-{round_}.db", client)
+            runs.setdefault(client, []).append(result["per_s"])
+            first_s.setdefault(client, []).append(result["first_s"])
+        runs.setdefault("bare", []).append(bare_river_rate(inputs))
+    out: dict[str, Any] = {"bare_river_per_s": statistics.median(runs["bare"]), "bare_river_runs": runs["bare"]}
+    for client in clients:
+        out[f"processor_per_s_{client}"] = statistics.median(runs[client])
+        out[f"processor_runs_{client}"] = runs[client]
+        out[f"processor_first_s_{client}"] = statistics.median(first_s[client])
+        out[f"processor_vs_bare_river_{client}"] = out[f"processor_per_s_{client}"] / out["bare_river_per_s"]
     return out
 
 
@@ -204,13 +260,15 @@ def main(run, console, *args: str) -> dict[str, Any]:
     stack.up(["broker"])
     try:
         bootstrap = bench_settings.kafka_bootstrap_servers
-        console.print(f"raw broker rates with {opts['events']} messages ...")
-        results.update(raw_rates(bootstrap, opts["events"]))
-        console.print(f"device pipeline with {opts['readings']} readings ...")
-        results.update({f"device_{k}": v for k, v in device_pipeline(bootstrap, settings.artifacts_dir,
-                                                                     opts["readings"], opts["seed"]).items()})
-        console.print("cloud processor (each client) vs bare River on the same events ...")
-        results.update(processor_vs_river(bootstrap, results["device_events"], run.path))
+        repeats = max(1, opts["repeats"])
+        console.print(f"raw produce ({opts['events']} messages) and the device pipeline ({opts['readings']} readings), "
+                      f"alternating, {repeats} rounds ...")
+        results.update(produce_vs_device(bootstrap, settings.artifacts_dir, opts["events"], opts["readings"],
+                                         opts["seed"], repeats))
+        console.print("broker consume rate, each client ...")
+        results.update(consume_rates(bootstrap, results["raw_topic"], opts["events"] * repeats))
+        console.print(f"cloud processor (each client) and bare River on the same events, alternating, {repeats} rounds ...")
+        results.update(processor_vs_river(bootstrap, results["device_events_total"], run.path, repeats))
     finally:
         stack.down()
     if opts["lab"]:
@@ -222,24 +280,26 @@ def main(run, console, *args: str) -> dict[str, Any]:
                              settings=settings.model_copy(update={"runs_dir": run.path / "lab"}))
         results["lab07_first_prediction_s"] = metrics["first_prediction_s"]
         results["lab07_startup"] = metrics.get("startup", {})
-    results["device_vs_raw_produce"] = results["device_events_per_s"] / results["produce_per_s"]
+    from edge.kafka import crc32c_accelerated
+
+    results["crc32c_native"] = crc32c_accelerated()
     crc = "native crc32c" if results["crc32c_native"] else "pure-Python CRC32C: pip install crc32c"
     rows = [
         ("broker produce (kit producer, kafka-python)", f"{results['produce_per_s']:,.0f} msg/s",
-         f"{results['message_bytes']} B messages; {crc}"),
+         f"{results['message_bytes']} B keyed messages; {crc}; median of {repeats}"),
     ]
     for client in available_clients():
         rows.append((f"broker consume, group member ({client})", f"{results[f'consume_per_s_{client}']:,.0f} msg/s", ""))
     rows.append(("device: frame -> ONNX -> Kafka", f"{results['device_events_per_s']:,.0f} events/s",
                  f"{results['device_readings_per_s']:,.0f} readings/s; {results['device_vs_raw_produce']:.0%} of raw "
-                 "produce (target >= 50%)"))
+                 f"produce (target >= 50%); median of {repeats}, alternating with produce"))
     for client in available_clients():
-        ratio = results[f"processor_per_s_{client}"] / results["bare_river_per_s"]
-        results[f"processor_vs_bare_river_{client}"] = ratio
+        ratio = results[f"processor_vs_bare_river_{client}"]
         rows.append((f"cloud processor ({client})", f"{results[f'processor_per_s_{client}']:,.0f} events/s",
-                     f"{ratio:.0%} of bare River (target >= 80%); Kafka + JSON schema + SQLite dedupe + River"))
+                     f"{ratio:.0%} of bare River (target >= 80%); median of {repeats}; "
+                     "Kafka + JSON schema + SQLite dedupe + River"))
     rows.append(("bare River loop, same events in memory", f"{results['bare_river_per_s']:,.0f} events/s",
-                 "SoftmaxRegression on 16 features + ADWIN; MinMax + HalfSpaceTrees"))
+                 f"SoftmaxRegression on 16 features + ADWIN; MinMax + HalfSpaceTrees; median of {repeats}"))
     if "lab07_first_prediction_s" in results:
         phases = ", ".join(f"{k} {v:.1f} s" for k, v in results["lab07_startup"].items())
         rows.append(("lab 07 start to first processed prediction", f"{results['lab07_first_prediction_s']:.1f} s",

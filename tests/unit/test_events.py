@@ -105,3 +105,40 @@ def test_fuzz_near_valid_objects_give_an_event_or_a_reason(fields, kind):
     assert parsed.ok != bool(parsed.reason)
     if parsed.ok:
         assert parse_event(parsed.event.to_bytes()).event == parsed.event
+
+
+class _Cluster:
+    """Just enough cluster metadata for kafka-python's DefaultPartitioner: one topic of three partitions."""
+
+    def topics(self):
+        """The topics it knows: one, unnamed."""
+        return {None}
+
+    def partitions_for_topic(self, topic):
+        """Every partition of the topic."""
+        return {0, 1, 2}
+
+    def available_partitions_for_topic(self, topic):
+        """Partitions with a leader: all of them."""
+        return {0, 1, 2}
+
+
+def test_device_telemetry_and_key_partition_agree_with_their_references():
+    import numpy as np
+    from kafka.partitioner.default import DefaultPartitioner
+
+    from edge.kafka import key_partition
+    from edge.stream import telemetry_of
+
+    frames = np.random.default_rng(0).random((50, 64)).astype(np.float32)
+    frames[:, :5] = 1.0  # some saturated pixels
+
+    measured = [telemetry_of(f) for f in frames]
+    picked = {name: key_partition(name.encode(), {0, 1, 2}) for name in (f"cam-{i}" for i in range(20))}
+
+    for frame, m in zip(frames, measured):  # same numbers as numpy's mean and std (the slow path)
+        assert abs(m["brightness"] - float(frame.astype(np.float64).mean())) < 1e-12
+        assert abs(m["contrast"] - float(frame.astype(np.float64).std())) < 1e-9
+        assert m["saturated"] == float((frame >= 0.999).mean())
+    for name, partition in picked.items():  # the partition a keyed send would land on
+        assert partition == DefaultPartitioner().partition(None, None, name.encode(), None, None, _Cluster())
