@@ -87,15 +87,25 @@ def _settings(runtime: str | None = None):
     return settings
 
 
+def _compose_stack(settings, console: Console):
+    """The compose stack when the runtime resolves to Docker, else None (local processes)."""
+    from cloud.stack import resolve_runtime
+
+    if resolve_runtime(settings.runtime) != "docker":
+        return None
+    from cloud.compose import ComposeStack
+
+    return ComposeStack(settings, console=console)
+
+
 def cmd_up(args, console: Console) -> int:
     """Start the stack and leave it running."""
-    from cloud.stack import LocalStack, resolve_runtime
+    from cloud.stack import LocalStack
 
     settings = _settings(args.runtime)
-    if resolve_runtime(settings.runtime) == "docker":
-        from cloud.compose import ComposeStack
-
-        ComposeStack(settings, console=console).up()
+    compose = _compose_stack(settings, console)
+    if compose is not None:
+        compose.up()
         return 0
     stack = LocalStack(settings, settings.stack_dir, owned=False, console=console)
     live = [row for row in stack.status() if row["alive"]]
@@ -110,13 +120,12 @@ def cmd_up(args, console: Console) -> int:
 
 def cmd_down(args, console: Console) -> int:
     """Stop what `cloud up` started."""
-    from cloud.stack import LocalStack, resolve_runtime
+    from cloud.stack import LocalStack
 
     settings = _settings(args.runtime)
-    if resolve_runtime(settings.runtime) == "docker":
-        from cloud.compose import ComposeStack
-
-        ComposeStack(settings, console=console).down()
+    compose = _compose_stack(settings, console)
+    if compose is not None:
+        compose.down()
         return 0
     stopped = LocalStack(settings, settings.stack_dir, owned=False, console=console).down()
     console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
@@ -125,13 +134,12 @@ def cmd_down(args, console: Console) -> int:
 
 def cmd_status(args, console: Console) -> int:
     """Print a table of the stack's services; exit 1 when one is unhealthy."""
-    from cloud.stack import LocalStack, resolve_runtime
+    from cloud.stack import LocalStack
 
     settings = _settings(args.runtime)
-    if resolve_runtime(settings.runtime) == "docker":
-        from cloud.compose import ComposeStack
-
-        ComposeStack(settings, console=console).status()
+    compose = _compose_stack(settings, console)
+    if compose is not None:
+        compose.status()
         return 0
     rows = LocalStack(settings, settings.stack_dir, owned=False, console=console).status()
     if not rows:
@@ -149,13 +157,12 @@ def cmd_status(args, console: Console) -> int:
 def cmd_logs(args, console: Console) -> int:
     """Print the last lines of each service's log."""
     from cloud.procs import log_tail
-    from cloud.stack import LocalStack, resolve_runtime
+    from cloud.stack import LocalStack
 
     settings = _settings(args.runtime)
-    if resolve_runtime(settings.runtime) == "docker":
-        from cloud.compose import ComposeStack
-
-        ComposeStack(settings, console=console).logs()
+    compose = _compose_stack(settings, console)
+    if compose is not None:
+        compose.logs()
         return 0
     stack = LocalStack(settings, settings.stack_dir, owned=False, console=console)
     for name in ("broker", "superlink"):
