@@ -89,6 +89,15 @@ def encrypted_fedavg(context, updates: list[list[bytes]], num_examples: list[int
 class PrivateJournal(RoundJournal):
     """Lab 08's round journal plus refusals, early stops and rounds closed without central evaluation."""
 
+    def sent(self, server_round: int, phase: str, messages: list[Message], arrays: ArrayRecord) -> None:
+        """Journal outgoing messages; the final evaluation's bytes go to ``bytes_eval``, not the round's traffic."""
+        entry = self.round(server_round)
+        before = entry["bytes_down"]
+        super().sent(server_round, phase, messages, arrays)
+        if phase == "evaluate":
+            entry["bytes_eval"], entry["bytes_down"] = entry["bytes_down"] - before, before
+            self.save()
+
     def take_refusals(self, server_round: int) -> list[dict[str, Any]]:
         """Move budget refusals from a round's errors to its ``refusals`` list; return them."""
         entry = self.round(server_round)

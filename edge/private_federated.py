@@ -180,21 +180,14 @@ def train(msg: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate_on_device(msg: Message, context: Context) -> Message:
-    """Score the final global model on this device's held-out data; report the ε this device has spent."""
+    """Score the final global model (decrypted here in HE modes) on this device's held-out data."""
     run_config, node_config = context.run_config, context.node_config
-    mode = privacy_mode(run_config)
+    privacy_mode(run_config)
     data = load_partition(node_config, run_config)
     folder = state_dir(node_config, run_config)
     partition_id = int(node_config["partition-id"])
     params = received_model(msg.content["arrays"], run_config, data["x_val"].shape[1], folder)
     loss, accuracy = evaluate(params, data["x_val"], data["y_val"])
-    metrics = {"num-examples": len(data["y_val"]), "eval-loss": loss, "eval-accuracy": accuracy,
-               "partition-id": partition_id}
-    if mode in ("dp", "dp+he"):
-        from edge.privacy import PrivacyLedger
-
-        ledger = PrivacyLedger.open(folder, f"device-{partition_id}",
-                                    budget=device_budget(run_config.get("dp-budgets", "8"), partition_id),
-                                    delta=float(run_config.get("dp-delta", 1e-5)))
-        metrics.update({"epsilon": ledger.spent(), "dp-budget": ledger.budget, "dp-rounds": len(ledger.rounds)})
-    return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+    metrics = MetricRecord({"num-examples": len(data["y_val"]), "eval-loss": loss, "eval-accuracy": accuracy,
+                            "partition-id": partition_id})
+    return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
