@@ -166,6 +166,10 @@ class KafkaSink:
         self.buffering = False
         self.outages = 0
         self._key = device_id.encode()
+        # Event ids: a random 96-bit prefix per sink and a counter, 32 hex digits like uuid4().hex, unique
+        # across devices and restarts, at a fraction of uuid4's cost (two ids per reading).
+        self._id_prefix = os.urandom(12).hex()
+        self._id_count = 0
         self._queue: deque[tuple[str, bytes]] = deque()  # waiting for the producer, oldest first
         self._in_flight: deque[_Flight] = deque()  # with the producer, unacknowledged, oldest first
         self._in_flight_events = 0
@@ -186,15 +190,22 @@ class KafkaSink:
         # that costs about 5 us an event here, less than ``model_construct`` (which skips validation but
         # builds the model in Python, about 12 us), so there is nothing to gain by trusting our own values;
         # each event is serialised once, and the cloud validates again because bytes off the wire are untrusted.
+        # Features are rounded as float64: float32 values rounded to 4 places print as 0.6370000243186951 in
+        # JSON, 0.637 once widened first, which halves a prediction message (1460 -> 666 bytes) for the
+        # producer, the broker and the cloud's parser.
+        self._id_count += 2
         prediction_event = PredictionEvent(
+            event_id=f"{self._id_prefix}{self._id_count:08x}",
             device_id=self.device_id, seq=prediction.index, ts=prediction.t, model=prediction.model,
             predicted=prediction.predicted, confidence=confidence, true_label=prediction.true_label,
             latency_us=prediction.latency_us,
-            features=np.round(features, 4).tolist() if features is not None and self.send_features else [],
+            features=(np.round(features.astype(np.float64), 4).tolist()
+                      if features is not None and self.send_features else []),
         )
         events = [(PREDICTIONS_TOPIC, prediction_event.to_bytes())]
         if features is not None:
-            telemetry = Telemetry(device_id=self.device_id, seq=prediction.index, ts=prediction.t,
+            telemetry = Telemetry(event_id=f"{self._id_prefix}{self._id_count + 1:08x}",
+                                  device_id=self.device_id, seq=prediction.index, ts=prediction.t,
                                   confidence=confidence, latency_us=prediction.latency_us, **telemetry_of(features))
             events.append((TELEMETRY_TOPIC, telemetry.to_bytes()))
         self.enqueue_many(events)

@@ -15,6 +15,7 @@ from edge.events import (
     PredictionEvent,
     Telemetry,
     parse_event,
+    parse_events,
     stable_event_id,
 )
 
@@ -64,6 +65,18 @@ def test_refusals_say_what_was_wrong():
         assert expected in results[raw].reason, results[raw].reason
     assert "wrong schema" in parse_event(telemetry().to_bytes(), expect="prediction").reason
     assert parse_event(None).reason.startswith("empty message")
+
+
+def test_batch_parser_gives_what_the_single_parser_gives():
+    good = telemetry().to_bytes()
+    raws = [good, b"\xff", None, good + b"x", json.dumps({**json.loads(good), "confidence": 3}).encode(),
+            b" " * (MAX_EVENT_BYTES + 1), good, good[:-1] + b"},{" + good[1:]]
+    expects = ["telemetry", "telemetry", "telemetry", "telemetry", None, None, "prediction", "telemetry"]
+
+    batch = parse_events(raws, expects)
+
+    assert batch == [parse_event(raw, expect=kind) for raw, kind in zip(raws, expects)]
+    assert [p.ok for p in batch] == [True, False, False, False, False, False, False, False]
 
 
 def test_stable_ids_repeat_for_the_same_cause():
