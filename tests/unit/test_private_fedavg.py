@@ -16,6 +16,16 @@ from edge.private_federated import decode_ciphertexts, device_budget, encode_cip
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture()
+def in_a_run(monkeypatch):
+    """Flower only builds Messages inside a run: give this process a run and node identity."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    monkeypatch.setattr(TaskIdentity, "_run_id", 7)
+    monkeypatch.setattr(TaskIdentity, "_node_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+
+
 @pytest.fixture(scope="module")
 def client_updates():
     """Three devices' locally trained MLPs (different data sizes) from one global model."""
@@ -108,3 +118,93 @@ def test_a_budget_refusal_is_told_apart_from_a_crash():
     crash = {"reason": "<class 'ZeroDivisionError'>:<'division by zero'>"}
 
     assert is_refusal(refusal) and not is_refusal(crash)
+
+
+class FakeGrid:
+    """A Grid whose three devices answer at once: train on tiny data, device 2 refuses from `refuse_from` on."""
+
+    def __init__(self, refuse_from: int) -> None:
+        rng = np.random.default_rng(1)
+        self.data = {node: (rng.random((40, 64)).astype(np.float32), rng.integers(0, 10, 40)) for node in (1, 2, 3)}
+        self.refuse_from = refuse_from
+        self.pending: dict[str, object] = {}
+
+    def get_node_ids(self):
+        return [1, 2, 3]
+
+    def push_messages(self, messages):
+        ids = []
+        for i, message in enumerate(messages):
+            message.metadata._message_id = f"m{len(self.pending)}-{i}"  # the SuperLink assigns ids
+            self.pending[message.metadata.message_id] = message
+            ids.append(message.metadata.message_id)
+        return ids
+
+    def pull_messages(self, ids):
+        return [self.answer(self.pending.pop(i)) for i in list(ids)]
+
+    def answer(self, request):
+        from flwr.app import Error, Message, MetricRecord, RecordDict
+
+        from edge.federated import params_to_record, record_to_params
+
+        node, config = request.metadata.dst_node_id, request.content["config"]
+        x, y = self.data[node]
+        base = {"num-examples": len(y), "partition-id": node - 1}
+        if request.metadata.message_type == "evaluate":
+            return Message(RecordDict({"metrics": MetricRecord({**base, "eval-accuracy": 0.5})}), reply_to=request)
+        if node == 3 and int(config["server-round"]) >= self.refuse_from:
+            reason = "<class 'edge.privacy.PrivacyBudgetExceeded'>:<'device-2: refusing to train: ε would reach 5.2 > budget 5'>"
+            return Message(Error(code=2, reason=reason), reply_to=request)
+        new, loss = train_sgd(record_to_params(request.content["arrays"]), x, y, epochs=1, lr=0.1, seed=node)
+        metrics = MetricRecord({**base, "train-loss": loss, "received-accuracy": 0.1})
+        return Message(RecordDict({"arrays": params_to_record(new), "metrics": metrics}), reply_to=request)
+
+
+def run_server(tmp_path, grid, **config):
+    """Run the private ServerApp's main loop on a fake grid; return its journal."""
+    import json
+    from types import SimpleNamespace
+
+    from cloud.private_federated import main
+
+    test = tmp_path / "test.npz"
+    np.savez(test, x_test=np.random.default_rng(2).random((20, 64)).astype(np.float32), y_test=np.arange(20) % 10)
+    run_config = {**PrivateFlConfig(num_server_rounds=3, test_path=str(test), out_dir=str(tmp_path / "out"),
+                                    poll_interval=0.0, round_timeout=5.0, **config).run_config()}
+    main(grid, SimpleNamespace(run_config=run_config, run_id=1))
+    return json.loads((tmp_path / "out" / "fl-metrics.json").read_text())
+
+
+def test_server_goes_on_without_a_refusing_device_while_min_nodes_train(tmp_path, in_a_run):
+    journal = run_server(tmp_path, FakeGrid(refuse_from=2), min_nodes=2)
+
+    assert journal["status"] == "completed" and "stopped" not in journal
+    assert [len(r["refusals"]) for r in journal["rounds"]] == [0, 1, 1]
+    assert [len(r["train"]) for r in journal["rounds"]] == [3, 2, 2]
+    assert all(r["aggregated"] and r["errors"] == [] for r in journal["rounds"])
+    assert journal["rounds_aggregated"] == 3
+
+
+def test_server_stops_early_when_refusals_leave_fewer_than_min_nodes(tmp_path, in_a_run):
+    journal = run_server(tmp_path, FakeGrid(refuse_from=2), min_nodes=3)
+
+    assert journal["status"] == "completed"
+    assert journal["stopped"].startswith("round 2: 2 device(s) trained, fewer than min-nodes=3 (1 refused")
+    assert journal["rounds_aggregated"] == 1 and len(journal["rounds"]) == 2
+    assert len(journal["rounds"][1]["evaluate"]) == 3  # every device still scores the last aggregated model
+
+
+def test_a_crashing_device_still_fails_the_run_loudly(tmp_path, in_a_run):
+    from cloud.federated import FederationError
+
+    class CrashingGrid(FakeGrid):
+        def answer(self, request):
+            from flwr.app import Error, Message
+
+            if request.metadata.dst_node_id == 3:
+                return Message(Error(code=2, reason="<class 'ZeroDivisionError'>:<'division by zero'>"), reply_to=request)
+            return super().answer(request)
+
+    with pytest.raises(FederationError, match="round 1 train: 1 client\\(s\\) failed: node 3: .*ZeroDivisionError"):
+        run_server(tmp_path, CrashingGrid(refuse_from=99), min_nodes=2)
