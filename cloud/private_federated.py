@@ -39,7 +39,12 @@ REFUSAL_MARK = "PrivacyBudgetExceeded"
 
 @dataclass(frozen=True)
 class PrivateFlConfig(FlConfig):
-    """Lab 08's run settings plus the privacy ones; defaults equal cloud/fedapp_private/pyproject.toml."""
+    """Lab 08's run settings plus the privacy ones; defaults equal cloud/fedapp_private/pyproject.toml.
+
+    Unused here (kept so one config type serves both apps): fraction-train, evaluate-every,
+    proximal-mu and server-lr. Every connected device is asked every round, and every device
+    scores the final model.
+    """
 
     privacy: str = "none"
     noise_multiplier: float = 1.0

@@ -64,7 +64,7 @@ def run(ctx) -> dict:
 
     base = PrivateFlConfig(num_server_rounds=rounds, min_nodes=devices - 1, round_timeout=120.0,
                            local_epochs=a["local_epochs"], lr=a["lr"], batch_size=a["batch_size"], hidden=a["hidden"],
-                           seed=ctx.seed, test_path=str(test_path), evaluate_every=-1,
+                           seed=ctx.seed, test_path=str(test_path),
                            noise_multiplier=a["noise_multiplier"], max_grad_norm=a["max_grad_norm"],
                            dp_budgets=budgets, dp_delta=a["delta"], he_preset=a["he_preset"])
     dp_training = dict(local_epochs=a["dp_epochs"], lr=a["dp_lr"], batch_size=a["dp_batch_size"])
@@ -95,7 +95,8 @@ def run(ctx) -> dict:
     ctx.step("5. Device 0 (a key holder) decrypts the final encrypted models; compare with plain FedAvg")
     with np.load(test_path) as test:
         x_test, y_test = test["x_test"], test["y_test"]
-    finals = {name: _final_model(results[name], data_dir / sets[name] / "state-0", a) for name in SETTINGS}
+    finals = {name: _final_model(results[name], data_dir / sets[name] / "state-0", x_test.shape[1], a)
+              for name in SETTINGS}
     rows, summaries = [], {}
     for name in SETTINGS:
         summaries[name] = _summarize(results[name], finals[name], x_test, y_test, devices)
@@ -111,6 +112,9 @@ def run(ctx) -> dict:
                "s/round"], rows)
     ctx.console.print(f"test acc: final global model on the central test split (HE: decrypted by device 0; the server "
                       f"cannot). HE FedAvg vs plain FedAvg final weights: max |diff| = {he_diff:.2e}")
+    for name, s in summaries.items():
+        if s["stopped"]:
+            ctx.console.print(f"[yellow]{name} stopped early: {s['stopped']}[/]")
     decrypt_attempt = results["he"].journal.get("server_decrypt_attempt", "")
     ctx.console.print(f"the server tried to decrypt the round-1 aggregate with its context: ValueError: {decrypt_attempt}")
     ctx.save_plot(_plot(summaries, [float(b) for b in budgets.split(",")]), "private_fl")
@@ -134,10 +138,10 @@ def run(ctx) -> dict:
 def _round_line(name: str, entry: dict, rounds: int) -> str:
     """One line per round: central accuracy (plaintext modes), devices' accuracy, ε, refusals, bytes, time."""
     central = entry.get("central")
-    acc = f"acc {central['accuracy']:.3f}" if central else "acc  (hidden)"
+    acc = f"acc {central['accuracy']:.3f}" if central else "acc  (hidden)" if entry.get("aggregated") else "not aggregated"
     devices = sorted(entry["train"], key=lambda r: r["partition_id"])
     eps = " ".join(f"{r['partition_id']}:ε{r['epsilon']:.2f}" for r in devices if "epsilon" in r)
-    refused = [_refusing_device(e) for e in entry.get("refusals", [])]
+    refused = sorted(_refusing_device(e) for e in entry.get("refusals", []))
     received = " ".join(f"{r['received_accuracy']:.2f}" for r in devices)
     return (f"{name:<6} round {entry['round']}/{rounds}  {acc}  devices' acc {received}  {eps}  "
             f"{(entry['bytes_down'] + entry['bytes_up']) / 1e3:,.0f} KB  {entry['seconds']:.1f} s"
@@ -161,7 +165,7 @@ def _ledger_epsilons(set_dir, devices: int, config) -> list[float]:
                                config.dp_delta).spent() for d in range(devices)]
 
 
-def _final_model(result, key_folder, a) -> dict[str, np.ndarray]:
+def _final_model(result, key_folder, features: int, a) -> dict[str, np.ndarray]:
     """The final global model: plaintext from the server, or decrypted here with device 0's shared key."""
     from cloud.private_federated import ENCRYPTED_MODEL_FILE
     from edge.he import flatten, unflatten
@@ -172,7 +176,7 @@ def _final_model(result, key_folder, a) -> dict[str, np.ndarray]:
         return dict(np.load(result.model_path))
     with np.load(result.out_dir / ENCRYPTED_MODEL_FILE) as saved:
         blobs = [saved[k].tobytes() for k in sorted(saved.files)]
-    like = init_params(64, a["hidden"], 10, seed=0)
+    like = init_params(features, a["hidden"], 10, seed=0)  # shapes and dtypes only
     flat = load_key_holder(key_folder, a["he_preset"]).decrypt(blobs, len(flatten(like, PARAM_NAMES)))
     return unflatten(flat, like, PARAM_NAMES)
 
@@ -194,7 +198,8 @@ def _summarize(result, final, x_test, y_test, devices: int) -> dict:
         "held_out_accuracy": held_out,
         "curve": curve + [held_out],
         "epsilon": [None] * devices,
-        "refusals": " ".join(f"{r['round']}:{_refusing_device(e)}" for r in rounds for e in r.get("refusals", [])),
+        "refusals": " ".join(f"{r['round']}:{d}" for r in rounds
+                             for d in sorted(_refusing_device(e) for e in r.get("refusals", []))),
         "rounds_aggregated": len(aggregated),
         "bytes_per_round": float(np.mean([r["bytes_down"] + r["bytes_up"] for r in aggregated])),
         "seconds_per_round": float(np.mean([r["seconds"] for r in aggregated])),
