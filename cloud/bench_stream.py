@@ -105,7 +105,8 @@ def device_pipeline(bootstrap: str, model, readings: int, seed: int, name: str) 
     camera = DriftingCamera(DigitFrames.from_file(model.frames, count=readings, seed=seed), glitch_rate=0.01, seed=seed)
     sink = KafkaSink(bootstrap, name, camera, log=lambda line: None)
     start = time.perf_counter()
-    EdgeDevice(runner, camera, sink, name="bench-cam").run()  # closes the sink: waits for every acknowledgement
+    # The recording is ahead of the device, as with ``python -m edge.stream --rate 0``: 16 frames per runner call.
+    EdgeDevice(runner, camera, sink, name="bench-cam").run(batch=16)  # closes the sink: waits for every acknowledgement
     seconds = time.perf_counter() - start
     events = sum(sink.delivered.values())
     if events != sum(sink.produced.values()):

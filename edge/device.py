@@ -139,14 +139,48 @@ class EdgeDevice:
         self.served += 1
         return prediction
 
+    def step_many(self, readings: list[Reading]) -> list[Prediction]:
+        """Predict several readings with one runner call (one model for all of them) and write each, in order.
+
+        A runner call has a fixed cost (ONNX Runtime: about 11 us of a 18 us call for one 8x8 frame here, 7 us a
+        frame in a batch of 16), so a device whose source is ahead of it predicts a few readings together.
+        Each prediction's ``latency_us`` is its share of the batch's time.
+        """
+        if len(readings) == 1 or not hasattr(self.runner, "predict_batch"):
+            return [self.step(reading) for reading in readings]
+        if self._pending is not None:
+            with self._lock:
+                self.runner, self._pending = self._pending, None
+        runner = self.runner
+        start = time.perf_counter_ns()
+        logits = runner.predict_batch(np.stack([r.features for r in readings]))  # N, classes
+        latency_us = (time.perf_counter_ns() - start) / 1e3 / len(readings)
+        probs = softmax(np.asarray(logits, dtype=np.float64))  # N, classes
+        best = probs.argmax(axis=1)  # N
+        confidences = probs[np.arange(len(readings)), best].tolist()  # N
+        now, out = time.time(), []
+        for reading, k, confidence in zip(readings, best.tolist(), confidences):
+            prediction = Prediction(
+                device=self.name, index=reading.index, model=runner.ref, predicted=k, label=runner.labels[k],
+                confidence=confidence, true_label=reading.label, latency_us=latency_us, t=now,
+            )
+            self.sink.write(prediction)
+            self.served += 1
+            out.append(prediction)
+        return out
+
     def run(self, max_items: int | None = None, stop: threading.Event | None = None,
-            control: ControlFolder | None = None, control_interval_s: float = 0.1) -> int:
+            control: ControlFolder | None = None, control_interval_s: float = 0.1, batch: int = 1) -> int:
         """Serve readings until the source ends, max_items are done or stop is set; returns how many.
 
         With a ``control`` folder the device also takes swap requests from it between predictions.
+        ``batch`` > 1 predicts that many readings per runner call (``step_many``): only for a source that is
+        ahead of the device (a recording replayed at full speed), since a live source would make the first
+        reading of each batch wait for the last. Every reading taken from the source is served.
         """
         next_check = time.monotonic()
         count = 0
+        taken: list[Reading] = []
         try:
             for reading in self.source:
                 if stop is not None and stop.is_set():
@@ -156,10 +190,16 @@ class EdgeDevice:
                     requested = control.poll()
                     if requested is not None:
                         control.report(self.offer_bundle(requested))
-                self.step(reading)
-                count += 1
+                taken.append(reading)
+                if len(taken) >= batch or (max_items is not None and count + len(taken) >= max_items):
+                    self.step_many(taken)
+                    count += len(taken)
+                    taken = []
                 if max_items is not None and count >= max_items:
                     break
+            if taken:  # the source ended or stop was set with readings already taken: serve them
+                self.step_many(taken)
+                count += len(taken)
         finally:
             self.sink.close()
         return count

@@ -78,6 +78,13 @@ class DriftingCamera:
         self.glitch_rate = glitch_rate
         self.seed = seed
         self.last: Reading | None = None
+        self._recent: dict[int, np.ndarray] = {}  # index -> frame, the last RECENT readings (a device may read ahead)
+
+    RECENT = 256
+
+    def frame(self, index: int) -> np.ndarray | None:
+        """The frame this camera gave for reading ``index``, if it is among the last ``RECENT``."""
+        return self._recent.get(index)
 
     def __iter__(self) -> Iterator[Reading]:
         rng = np.random.default_rng(self.seed + 7919)
@@ -88,6 +95,9 @@ class DriftingCamera:
             if self.glitch_rate and rng.random() < self.glitch_rate:
                 frame = np.clip(frame + 0.8, 0.0, 1.0).astype(np.float32)
             self.last = Reading(reading.index, frame, reading.label, reading.t)
+            self._recent[reading.index] = frame
+            if len(self._recent) > self.RECENT:
+                del self._recent[next(iter(self._recent))]  # the oldest (dicts keep insertion order)
             yield self.last
 
 
@@ -135,7 +145,7 @@ class KafkaSink:
     device_id
         The id every event carries; also the message key, so a device's events stay in order.
     camera
-        The source the device reads (``DriftingCamera``): the sink takes the frame from its ``last``.
+        The source the device reads (``DriftingCamera``): the sink takes each reading's frame from its ``frame(index)``.
     buffer_limit
         Events kept (queued and in flight) while the broker is unreachable; beyond it the oldest queued
         are dropped (and counted).
@@ -183,8 +193,7 @@ class KafkaSink:
 
     def write(self, prediction: Prediction) -> None:
         """Queue a prediction event and a telemetry event for the broker (never blocks on the network)."""
-        reading = self.camera.last if self.camera is not None else None
-        features = reading.features if reading is not None and reading.index == prediction.index else None
+        features = self.camera.frame(prediction.index) if self.camera is not None else None
         confidence = min(1.0, max(0.0, prediction.confidence))
         # The device validates its own events with the same pydantic models the cloud uses. With pydantic 2
         # that costs about 5 us an event here, less than ``model_construct`` (which skips validation but
@@ -579,7 +588,8 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=watchdog, daemon=True).start()
     print(f"{name}: streaming {device.model} to {args.bootstrap} at {args.rate:g} readings/s", flush=True)
     try:
-        device.run(stop=stop)  # closes the sink, which drains the buffer
+        # As fast as possible (--rate 0) the recording is always ahead: predict 16 frames per runner call.
+        device.run(stop=stop, batch=16 if args.rate <= 0 else 1)  # closes the sink, which drains the buffer
     except KeyboardInterrupt:
         sink.close()
     finally:

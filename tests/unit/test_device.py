@@ -133,3 +133,20 @@ def test_vibration_source_marks_faults_with_more_energy():
     energy = {label: np.mean([np.mean(r.features**2) for r in readings if r.label == label]) for label in (0, 1)}
     assert 50 < sum(r.label for r in readings) < 150
     assert energy[1] > 1.5 * energy[0]
+
+
+def test_batched_inference_predicts_what_one_by_one_does(edge_artifacts):
+    # Prepare
+    key = load_public_key(edge_artifacts["public_key"])
+    runner = open_runner(load_bundle(edge_artifacts["bundles"]["onnx-fp32"], key))
+    frames = DigitFrames(edge_artifacts["x_test"], count=45, seed=1)
+    one, batched, capped = ListSink(), ListSink(), ListSink()
+    # Execute
+    EdgeDevice(runner, frames, one).run()
+    served = EdgeDevice(runner, frames, batched).run(batch=16)  # 16 + 16 + 13
+    served_capped = EdgeDevice(runner, frames, capped).run(max_items=20, batch=16)  # 16 + 4
+    # Assert
+    assert served == 45 and [p.index for p in batched.items] == list(range(45))
+    assert [p.predicted for p in batched.items] == [p.predicted for p in one.items]
+    np.testing.assert_allclose([p.confidence for p in batched.items], [p.confidence for p in one.items], atol=1e-5)
+    assert served_capped == 20 and [p.index for p in capped.items] == list(range(20))
