@@ -123,14 +123,10 @@ ONLINE_CSVS = {
 
 
 def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    import hashlib
+    """Hex sha256 of a file (the same digest model bundles use)."""
+    from edge.bundle import sha256_file
 
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_file(path)
 
 
 def fetch_csv(url: str, cache_dir: Path, sha256: str | None = None, timeout_s: float = 30.0) -> Path:
