@@ -277,15 +277,11 @@ def main(run, console, *tokens: str) -> dict[str, Any]:
     ``tokens`` are ``key=value`` overrides: ``quick=1`` (4 epochs, 300 repeats), ``seed=42``,
     ``repeats=3000``.
     """
-    options = {"quick": "0", "seed": "42", "repeats": ""}
-    for token in tokens:
-        key, sep, value = token.partition("=")
-        if not sep or key not in options:
-            raise ValueError(f"bench edge: unknown argument {token!r}; valid: quick=1, seed=N, repeats=N")
-        options[key] = value
-    quick = options["quick"].lower() in ("1", "true", "yes", "on")
-    seed = int(options["seed"])
-    repeats = int(options["repeats"]) if options["repeats"] else (300 if quick else 3000)
+    from cloud.labs import parse_args
+
+    options = parse_args(tokens, {"quick": False, "seed": 42, "repeats": 0})  # repeats 0: by mode
+    quick, seed = options["quick"], options["seed"]
+    repeats = options["repeats"] or (300 if quick else 3000)
     from cloud.publish import ensure_signing_key
     from cloud.settings import StackSettings
     from edge.keys import PUBLIC_KEY_FILE, load_public_key

@@ -144,16 +144,13 @@ def main(run, console: Console, *tokens: str) -> dict[str, Any]:
     """``cloud bench fl [quick=1] [nodes=1,3,5,10] [rounds=3] [seed=0]``: the table, JSON and the largest overhead."""
     from edge.cli import machine_name
 
-    options = {"quick": "0", "nodes": "1,3,5,10", "rounds": "3", "seed": "0"}
-    for token in tokens:
-        key, sep, value = token.partition("=")
-        if not sep or key not in options:
-            raise ValueError(f"bench fl: unknown argument {token!r}; valid: quick=1, nodes=1,3,5,10, rounds=N, seed=N")
-        options[key] = value
-    quick = options["quick"].lower() in ("1", "true", "yes", "on")
-    counts = [1, 3] if quick and "nodes=" not in " ".join(tokens) else [int(n) for n in options["nodes"].split(",")]
-    rounds = 2 if quick and "rounds=" not in " ".join(tokens) else int(options["rounds"])
-    seed = int(options["seed"])
+    from cloud.labs import parse_args
+
+    # nodes and rounds left at 0 take the mode's default: 1,3 nodes and 2 rounds quick, else 1,3,5,10 and 3.
+    options = parse_args(tokens, {"quick": False, "nodes": "", "rounds": 0, "seed": 0})
+    quick, seed = options["quick"], options["seed"]
+    counts = [int(n) for n in (options["nodes"] or ("1,3" if quick else "1,3,5,10")).split(",")]
+    rounds = options["rounds"] or (2 if quick else 3)
     console.print(f"machine: {machine_name()}")
 
     console.rule("ClientApp process start: one fresh Python per message")

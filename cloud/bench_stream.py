@@ -23,14 +23,10 @@ DEFAULTS = {"events": 20000, "readings": 5000, "repeats": 3, "lab": 1, "seed": 0
 
 
 def parse(args: tuple[str, ...]) -> dict[str, int]:
-    """key=value arguments over DEFAULTS (integers)."""
-    values = dict(DEFAULTS)
-    for token in args:
-        key, _, raw = token.partition("=")
-        if key not in values or not raw.lstrip("-").isdigit():
-            raise SystemExit(f"bench stream: bad argument {token!r}; use {' '.join(f'{k}={v}' for k, v in DEFAULTS.items())}")
-        values[key] = int(raw)
-    return values
+    """key=value arguments over DEFAULTS (integers); a misspelt key names the right one."""
+    from cloud.labs import parse_args
+
+    return parse_args(args, DEFAULTS)
 
 
 def bench_value() -> bytes:
