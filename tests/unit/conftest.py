@@ -12,3 +12,13 @@ def edge_artifacts(tmp_path_factory):
 
     # Same folder in every tier's fixture, so the bundles are built once per session.
     return build_edge_artifacts(tmp_path_factory.getbasetemp() / "edge-artifacts", seed=0)
+
+
+@pytest.fixture()
+def in_a_run(monkeypatch):
+    """Flower only builds Messages inside a run: give this process a run and node identity."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    monkeypatch.setattr(TaskIdentity, "_run_id", 7)
+    monkeypatch.setattr(TaskIdentity, "_node_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1)

@@ -16,16 +16,6 @@ from edge.mlp import PARAM_NAMES, evaluate, init_params, loss_and_grads, train_s
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture()
-def in_a_run(monkeypatch):
-    """Flower only builds Messages inside a run: give this process a run and node identity."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    monkeypatch.setattr(TaskIdentity, "_run_id", 7)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
-
-
 def reply(params, num_examples: int, partition_id: int):
     """A train reply as a ClientApp sends it: weights plus num-examples."""
     from flwr.app import Message, MetricRecord, RecordDict

@@ -16,16 +16,6 @@ from edge.private_federated import decode_ciphertexts, device_budget, encode_cip
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture()
-def in_a_run(monkeypatch):
-    """Flower only builds Messages inside a run: give this process a run and node identity."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    monkeypatch.setattr(TaskIdentity, "_run_id", 7)
-    monkeypatch.setattr(TaskIdentity, "_node_id", 1)
-    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
-
-
 @pytest.fixture(scope="module")
 def client_updates():
     """Three devices' locally trained MLPs (different data sizes) from one global model."""
