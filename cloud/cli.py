@@ -89,18 +89,18 @@ def _settings(runtime: str | None = None):
 
 def _compose_stack(settings, console: Console):
     """The compose stack when the runtime resolves to Docker, else None (local processes)."""
-    from cloud.stack import resolve_runtime
+    from cloud.stack.local import resolve_runtime
 
     if resolve_runtime(settings.runtime) != "docker":
         return None
-    from cloud.compose import ComposeStack
+    from cloud.stack.compose import ComposeStack
 
     return ComposeStack(settings, console=console)
 
 
 def cmd_up(args, console: Console) -> int:
     """Start the stack and leave it running."""
-    from cloud.stack import LocalStack
+    from cloud.stack.local import LocalStack
 
     settings = _settings(args.runtime)
     compose = _compose_stack(settings, console)
@@ -120,7 +120,7 @@ def cmd_up(args, console: Console) -> int:
 
 def cmd_down(args, console: Console) -> int:
     """Stop what `cloud up` started."""
-    from cloud.stack import LocalStack
+    from cloud.stack.local import LocalStack
 
     settings = _settings(args.runtime)
     compose = _compose_stack(settings, console)
@@ -134,7 +134,7 @@ def cmd_down(args, console: Console) -> int:
 
 def cmd_status(args, console: Console) -> int:
     """Print a table of the stack's services; exit 1 when one is unhealthy."""
-    from cloud.stack import LocalStack
+    from cloud.stack.local import LocalStack
 
     settings = _settings(args.runtime)
     compose = _compose_stack(settings, console)
@@ -156,8 +156,8 @@ def cmd_status(args, console: Console) -> int:
 
 def cmd_logs(args, console: Console) -> int:
     """Print the last lines of each service's log."""
-    from cloud.procs import log_tail
-    from cloud.stack import LocalStack
+    from cloud.stack.procs import log_tail
+    from cloud.stack.local import LocalStack
 
     settings = _settings(args.runtime)
     compose = _compose_stack(settings, console)
@@ -173,7 +173,7 @@ def cmd_logs(args, console: Console) -> int:
 
 def cmd_lab(args, console: Console) -> int:
     """Run a lab."""
-    from cloud.labs import run_lab
+    from cloud.labkit.runner import run_lab
 
     run_lab(args.number, args.args, quick=args.quick, runtime=args.runtime,
             settings=_settings(args.runtime))
@@ -182,7 +182,7 @@ def cmd_lab(args, console: Console) -> int:
 
 def cmd_labs(args, console: Console) -> int:
     """List the labs."""
-    from cloud.labs import discover_labs
+    from cloud.labkit.runner import discover_labs
 
     for number, info in discover_labs().items():
         console.print(f"make lab-{number}   {info.slug}")
@@ -191,14 +191,14 @@ def cmd_labs(args, console: Console) -> int:
 
 def cmd_doctor(args, console: Console) -> int:
     """Check this machine for what the kit needs."""
-    from cloud.doctor import run_doctor
+    from cloud.stack.doctor import run_doctor
 
     return run_doctor(_settings(), console)
 
 
 def cmd_bench(args, console: Console) -> int:
     """Run a benchmark into runs/bench-NAME/<timestamp>/."""
-    from cloud.runs import RunFolder
+    from cloud.labkit.runs import RunFolder
 
     try:
         module = importlib.import_module(f"cloud.bench_{args.name}")
@@ -222,7 +222,7 @@ def _has_bench(name: str) -> bool:
 
 def cmd_certs(args, console: Console) -> int:
     """Make TLS certificates for the SuperLink."""
-    from cloud.certs import make_certs
+    from cloud.stack.certs import make_certs
 
     make_certs(console=console)
     return 0
@@ -235,8 +235,8 @@ COMMANDS = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "logs": cmd_lo
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `cloud` command."""
-    from cloud.labs import LabError
-    from cloud.procs import HealthCheckError, PortInUseError
+    from cloud.labkit.runner import LabError
+    from cloud.stack.procs import HealthCheckError, PortInUseError
 
     args = parse(argv)
     console = Console()

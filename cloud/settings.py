@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+KIT_ROOT = Path(__file__).resolve().parent.parent  # the checkout: labs/, compose/, versions.env
+
 
 def split_host_port(address: str) -> tuple[str, int]:
     """Split ``host:port`` (the port is required) into its parts."""

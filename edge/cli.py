@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.keys import PUBLIC_KEY_FILE
+from edge.serving.keys import PUBLIC_KEY_FILE
 
 FRAMES_FILE = "digits_test_frames.npz"
 DEFAULT_KAFKA_PORT = 9092
@@ -50,9 +50,9 @@ def resolve_frames(args) -> Path:
 
 def open_verified(args):
     """Load the public key and the bundle, verify it and open a runner; exit 2 with the reason if refused."""
-    from edge.bundle import BundleError, load_bundle
-    from edge.keys import KeyFileError, load_public_key
-    from edge.runners import open_runner
+    from edge.serving.bundle import BundleError, load_bundle
+    from edge.serving.keys import KeyFileError, load_public_key
+    from edge.serving.runners import open_runner
 
     try:
         key = load_public_key(resolve_key(args))
@@ -91,9 +91,9 @@ class _Stats:
 
 def cmd_run(args) -> int:
     """Serve frames with a verified bundle until --count is reached or SIGTERM/Ctrl-C."""
-    from edge.device import ControlFolder, EdgeDevice
-    from edge.sinks import ConsoleSink, JsonlSink, MultiSink
-    from edge.sources import DigitFrames
+    from edge.serving.device import ControlFolder, EdgeDevice
+    from edge.serving.sinks import ConsoleSink, JsonlSink, MultiSink
+    from edge.serving.sources import DigitFrames
 
     runner, key = open_verified(args)
     try:
@@ -133,7 +133,7 @@ def cmd_run(args) -> int:
 
 def cmd_bench(args) -> int:
     """Single-sample p50/p99 latency, batch throughput and accuracy of one bundle on this machine."""
-    from edge.sources import load_frames
+    from edge.serving.sources import load_frames
 
     runner, _ = open_verified(args)
     try:
@@ -259,7 +259,7 @@ def start_supernode(args, superlink_host: str, superlink_ok: bool) -> int:
                                                                  or args.partition_id.isdigit()):
         print(f"edge: --supernode needs --partition-id N (or auto; got {args.partition_id!r}) and --data-dir DIR "
               "(the folder holding "
-              "<partition-set>/device-N.npz, written by `python -m cloud.partition` on the cloud host)", file=sys.stderr)
+              "<partition-set>/device-N.npz, written by `python -m cloud.federated.partition` on the cloud host)", file=sys.stderr)
         return 2
     if args.root_certificates and not Path(args.root_certificates).exists():
         print(f"edge: --root-certificates {args.root_certificates}: no such file; copy certs/ca.pem from the cloud "

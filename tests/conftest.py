@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 # The suite runs TensorFlow and TenSEAL in one process: TenSEAL must be imported first, or its
-# serialize() segfaults (see edge.he.import_tenseal). Labs run in their own processes.
+# serialize() segfaults (see edge.private.he.import_tenseal). Labs run in their own processes.
 try:
     import tenseal  # noqa: F401
 except ImportError:  # the edge-only install has no tenseal
@@ -39,7 +39,7 @@ def _venv_bin_on_path():
 @pytest.fixture()
 def run_settings(tmp_path, monkeypatch):
     """StackSettings writing runs and artifacts under a temporary folder, on free ports."""
-    from cloud.procs import free_port
+    from cloud.stack.procs import free_port
     from cloud.settings import StackSettings
 
     return StackSettings(

@@ -6,7 +6,7 @@ import json
 import time
 import uuid
 
-from edge.kafka import consumer_config, producer_config
+from edge.wire.kafka import consumer_config, producer_config
 
 TITLE = "Hello, stack: a real broker and a real SuperLink"
 DEFAULTS = {"events": 1000, "partitions": 3, "seed": 0, "timeout": 60.0}
@@ -50,9 +50,9 @@ def consume_events(bootstrap: str, topic: str, group: str, count: int,
 
 def run(ctx) -> dict:
     """Start the stack, send and receive events, ping the SuperLink, stop everything."""
-    from cloud.broker import committed_offsets, create_topics
+    from cloud.stack.broker import committed_offsets, create_topics
     from cloud.settings import split_host_port
-    from cloud.stack import superlink_healthy, superlink_tls_files
+    from cloud.stack.local import superlink_healthy, superlink_tls_files
 
     n = ctx.args["events"]
     topic, group = "hello", f"hello-{uuid.uuid4().hex[:8]}"

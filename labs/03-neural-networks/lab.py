@@ -33,9 +33,9 @@ VARIANTS = [
 
 def side_by_side(ctx, split) -> dict:
     """Train the kit's MLP and CNN in PyTorch and in Keras; table, curves, and the trained CNNs."""
-    from cloud import plots
-    from cloud.models import build_keras_cnn, build_keras_mlp, build_torch_cnn, build_torch_mlp
-    from cloud.training import (fit_torch, keras_accuracy, predict_accuracy, torch_accuracy,
+    from cloud.labkit import plots
+    from cloud.ml.models import build_keras_cnn, build_keras_mlp, build_torch_cnn, build_torch_mlp
+    from cloud.ml.training import (fit_torch, keras_accuracy, predict_accuracy, torch_accuracy,
                                 train_keras, train_torch)
 
     ctx.step("2. The same MLP and CNN in PyTorch and in Keras")
@@ -109,8 +109,8 @@ def _torch_params(model) -> int:
 
 def compare_choices(ctx, split) -> dict:
     """Train the MLP once per variant (activation, loss, optimizer, regularisation) and tabulate."""
-    from cloud.models import build_torch_mlp
-    from cloud.training import fit_torch, predict_accuracy
+    from cloud.ml.models import build_torch_mlp
+    from cloud.ml.training import fit_torch, predict_accuracy
 
     ctx.step("3. Training choices, one at a time (PyTorch MLP)")
     rows, metrics = [], {}
@@ -133,7 +133,7 @@ def save_models(ctx, models, split) -> dict:
     """Save both CNNs where lab 04 looks for them, and a copy in the run folder; reload to check."""
     import keras
 
-    from cloud.training import (KERAS_CNN_FILE, keras_accuracy, load_torch_cnn, save_keras_model,
+    from cloud.ml.training import (KERAS_CNN_FILE, keras_accuracy, load_torch_cnn, save_keras_model,
                                 save_torch_model, torch_accuracy)
 
     ctx.step("4. Save the trained CNNs for export (lab 04) and the edge")
@@ -153,10 +153,10 @@ def save_models(ctx, models, split) -> dict:
 
 def attention(ctx) -> dict:
     """A one-head self-attention layer learns to read the token a pointer names."""
-    from cloud import plots
-    from cloud.data import pointer_sequences
-    from cloud.models import build_torch_attention_classifier, build_torch_mlp
-    from cloud.training import fit_torch, predict_accuracy
+    from cloud.labkit import plots
+    from cloud.ml.data import pointer_sequences
+    from cloud.ml.models import build_torch_attention_classifier, build_torch_mlp
+    from cloud.ml.training import fit_torch, predict_accuracy
 
     ctx.step("5. Attention: a tiny self-attention layer on token sequences")
     length, values = 8, 10
@@ -197,8 +197,8 @@ def attention(ctx) -> dict:
 
 def run(ctx) -> dict:
     """Devices, side-by-side MLP/CNN, choices table, saved CNNs, attention."""
-    from cloud.data import digits_split
-    from cloud.training import limit_threads, tensorflow_device, torch_device
+    from cloud.ml.data import digits_split
+    from cloud.ml.training import limit_threads, tensorflow_device, torch_device
 
     ctx.step("1. Devices")
     limit_threads(ctx.args["threads"])

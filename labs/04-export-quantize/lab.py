@@ -19,11 +19,11 @@ QUICK = {"epochs": 4, "keras_epochs": 4, "repeats": 300}
 
 def run(ctx) -> dict:
     """Models -> ONNX/TFLite fp32 and int8 -> signed bundles -> trade-off table, plot and targets."""
-    from cloud import bench_edge as be
-    from cloud.data import digits_split
-    from cloud.publish import bundles_dir, ensure_signing_key
-    from edge.bundle import load_bundle
-    from edge.keys import PUBLIC_KEY_FILE, fingerprint, load_public_key
+    from cloud.bench import edge as be
+    from cloud.ml.data import digits_split
+    from cloud.ml.publish import bundles_dir, ensure_signing_key
+    from edge.serving.bundle import load_bundle
+    from edge.serving.keys import PUBLIC_KEY_FILE, fingerprint, load_public_key
 
     args = ctx.args
     split = digits_split(ctx.seed)
@@ -99,8 +99,8 @@ def _slug(label: str) -> str:
 
 def dynamic_quantization_bundles(models, out_dir: Path, key) -> dict[str, Path]:
     """Two dynamically quantized ONNX bundles (all ops; MatMul/Gemm only), signed, in the run folder."""
-    from cloud.export import export_onnx, quantize_onnx_dynamic
-    from cloud.publish import publish_model_file
+    from cloud.ml.export import export_onnx, quantize_onnx_dynamic
+    from cloud.ml.publish import publish_model_file
 
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_onnx(models.torch_model, Path(tmp) / "model.onnx")

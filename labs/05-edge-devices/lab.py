@@ -72,11 +72,11 @@ def run(ctx) -> dict:
     """Start three device processes, watch them, swap one, offer one a tampered bundle, stop them all."""
     from rich.live import Live
 
-    from cloud.procs import start_process, stop_pid, wait_until
-    from cloud.publish import FRAMES_FILE, bundles_dir
-    from edge.bundle import load_bundle
-    from edge.device import ControlFolder
-    from edge.keys import PUBLIC_KEY_FILE, load_public_key
+    from cloud.stack.procs import start_process, stop_pid, wait_until
+    from cloud.ml.publish import FRAMES_FILE, bundles_dir
+    from edge.serving.bundle import load_bundle
+    from edge.serving.device import ControlFolder
+    from edge.serving.keys import PUBLIC_KEY_FILE, load_public_key
 
     args = ctx.args
     out = bundles_dir(ctx.settings.artifacts_dir)

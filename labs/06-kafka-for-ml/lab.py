@@ -15,12 +15,12 @@ def run(ctx) -> dict:
     """Six small experiments against a real broker, each printing what happened."""
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-    from cloud.broker import committed_offsets, create_topics
-    from cloud.processor import ProcessorService, read_dead_letter
-    from cloud.topics import DEAD_LETTER, PREDICTIONS, TOPICS
-    from edge.events import PredictionEvent
-    from edge.kafka import consumer_config, producer_config
-    from edge.stream import KafkaSink
+    from cloud.stack.broker import committed_offsets, create_topics
+    from cloud.streaming.processor import ProcessorService, read_dead_letter
+    from cloud.stack.topics import DEAD_LETTER, PREDICTIONS, TOPICS
+    from edge.wire.events import PredictionEvent
+    from edge.wire.kafka import consumer_config, producer_config
+    from edge.streaming.device import KafkaSink
 
     n, parts, devices = ctx.args["events"], ctx.args["partitions"], ctx.args["devices"]
     topic = f"lab06-readings-{uuid.uuid4().hex[:6]}"
@@ -84,7 +84,7 @@ def run(ctx) -> dict:
         threads = [threading.Thread(target=member, args=(name, ev)) for name, ev in (("A", stop_a), ("B", stop_b))]
         for t in threads:
             t.start()
-        from cloud.procs import wait_until
+        from cloud.stack.procs import wait_until
 
         split_s = wait_until(lambda: len(assignments.get("A", [])) + len(assignments.get("B", [])) == parts
                              and assignments.get("A") and assignments.get("B"), "two members sharing", 30)

@@ -15,8 +15,8 @@ QUICK = {"duration": 30.0, "drift_at": 10.0, "rate": 40.0, "window": 360, "epoch
 
 def run(ctx) -> dict:
     """Start the broker, processors, the drift responder and devices; inject drift; summarise."""
-    from cloud import procs
-    from cloud.streaming import (
+    from cloud.stack import procs
+    from cloud.streaming.scenario import (
         StoreReader,
         accuracy,
         prepare_initial_model,
@@ -155,7 +155,7 @@ def run(ctx) -> dict:
 
 def progress_line(t0: float, devices, store, folder) -> str:
     """One line: seconds in, each device's acknowledged/processed counts, cloud totals."""
-    from cloud.streaming import read_json
+    from cloud.streaming.scenario import read_json
 
     counts = store.counts()
     parts = []

@@ -36,12 +36,12 @@ QUICK = {"devices": 3, "rounds": 3, "mild": False, "compare": "fedadam", "dropou
 
 def run(ctx) -> dict:
     """Partition, train centrally, federate several settings side by side, drop a node, deploy the model."""
-    from cloud.data import digits_split
-    from cloud.federated import FlConfig
-    from cloud.federation import Federation, NodeDropout
-    from cloud.fl_results import centralized_baseline, plot_accuracy, round_line, summarize
-    from cloud.mlp_export import publish_federated_model
-    from cloud.partition import plot_histograms, set_name, write_digits_federation
+    from cloud.ml.data import digits_split
+    from cloud.federated.server_app import FlConfig
+    from cloud.federated.federation import Federation, NodeDropout
+    from cloud.federated.results import centralized_baseline, plot_accuracy, round_line, summarize
+    from cloud.federated.deploy import publish_federated_model
+    from cloud.federated.partition import plot_histograms, set_name, write_digits_federation
 
     a = ctx.args
     devices, rounds = a["devices"], a["rounds"]
@@ -84,7 +84,7 @@ def run(ctx) -> dict:
     settings = {f"{strategy}/{data}": replace(base, strategy=strategy, partition_set=sets[data])
                 for strategy, data in runs}
 
-    from cloud.stack import superlink_tls_files
+    from cloud.stack.local import superlink_tls_files
 
     existing = superlink_tls_files(ctx.settings)  # certificates from `make certs` turn TLS on
     ca = _use_tls(ctx) if a["tls"] else (existing.ca if existing else None)
@@ -147,7 +147,7 @@ def run(ctx) -> dict:
 
 def _use_tls(ctx):
     """Turn TLS on for this lab's SuperLink: certificates from CERTS_DIR, or new ones in the run folder."""
-    from cloud.certs import CertPaths, make_certs
+    from cloud.stack.certs import CertPaths, make_certs
 
     paths = CertPaths(ctx.settings.certs_dir)
     if not paths.complete():
@@ -159,7 +159,7 @@ def _use_tls(ctx):
 
 def _next_version(ctx) -> int:
     """One more than the newest published digits-fedavg-mlp bundle."""
-    from cloud.publish import bundles_dir
+    from cloud.ml.publish import bundles_dir
 
     found = [int(p.name.split("@")[1]) for p in bundles_dir(ctx.settings.artifacts_dir).glob("digits-fedavg-mlp@*")
              if p.name.split("@")[1].isdigit()]
@@ -168,9 +168,9 @@ def _next_version(ctx) -> int:
 
 def _verify_on_devices(ctx, bundle, data_dir, devices: int) -> tuple[bool, list[float]]:
     """Verify the bundle the way a device does (`edge verify`), then score it on each device's held-out data."""
-    from edge.bundle import load_bundle
-    from edge.keys import load_public_key
-    from edge.runners import open_runner
+    from edge.serving.bundle import load_bundle
+    from edge.serving.keys import load_public_key
+    from edge.serving.runners import open_runner
 
     key = bundle.parent / "public_key.pem"
     done = subprocess.run([sys.executable, "-m", "edge.cli", "verify", "--bundle", str(bundle), "--key", str(key)],

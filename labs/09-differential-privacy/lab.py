@@ -24,16 +24,16 @@ QUICK = {"epsilons": "1,8", "epochs": 8, "overfit_epochs": 120}
 
 def _losses(model, x, y):
     """Per-sample cross-entropy of a model on flat digits."""
-    from cloud.attacks import cross_entropy
-    from cloud.privacy import predict_logits
+    from cloud.private.attacks import cross_entropy
+    from cloud.private.dp import predict_logits
 
     return cross_entropy(predict_logits(model, x), y)
 
 
 def utility_and_attack(ctx, split, outsiders) -> dict:
     """Non-private and DP-SGD runs at each target ε: accuracy, ε by two accountants, attack on each."""
-    from cloud.attacks import loss_threshold_attack
-    from cloud.privacy import advantage_bound, train_plain, train_private
+    from cloud.private.attacks import loss_threshold_attack
+    from cloud.private.dp import advantage_bound, train_plain, train_private
 
     a = ctx.args
     targets = [float(e) for e in str(a["epsilons"]).split(",") if e.strip()]
@@ -71,8 +71,8 @@ def utility_and_attack(ctx, split, outsiders) -> dict:
 
 def overfit_attack(ctx, split, outsiders) -> dict:
     """A deliberately overfit non-private model, attacked by loss threshold and by a shadow model."""
-    from cloud.attacks import loss_threshold_attack, shadow_model_attack
-    from cloud.privacy import predict_logits, train_plain
+    from cloud.private.attacks import loss_threshold_attack, shadow_model_attack
+    from cloud.private.dp import predict_logits, train_plain
 
     a = ctx.args
     n = a["overfit_members"]
@@ -109,8 +109,8 @@ def budget_refusal(ctx, split) -> dict:
     """A device with an ε budget trains round after round until its ledger refuses."""
     import tempfile
 
-    from edge.mlp import evaluate, init_params
-    from edge.privacy import PrivacyBudgetExceeded, PrivacyLedger, mlp_to_torch, torch_to_mlp, train_round
+    from edge.federated.mlp import evaluate, init_params
+    from edge.private.dp import PrivacyBudgetExceeded, PrivacyLedger, mlp_to_torch, torch_to_mlp, train_round
 
     a = ctx.args
     ctx.step(f"3. A device's budget: ε ≤ {a['budget']} for life, σ={a['device_noise']}, one epoch per round")
@@ -139,7 +139,7 @@ def budget_refusal(ctx, split) -> dict:
 
 def plot(ctx, utility, overfit) -> None:
     """Privacy-utility curve and attack AUC against ε."""
-    from cloud.plots import _pyplot
+    from cloud.labkit.plots import _pyplot
 
     plt = _pyplot()
     eps = [r.epsilon["prv"] for _, r, _, _ in utility["runs"]]
@@ -160,7 +160,7 @@ def plot(ctx, utility, overfit) -> None:
 
 def run(ctx) -> dict:
     """Utility and attack at each ε, the overfit model's leak, then a device's budget running out."""
-    from cloud.data import digits_split
+    from cloud.ml.data import digits_split
 
     split = digits_split(ctx.seed)
     outsiders = (np.vstack([split.x_val, split.x_test]), np.concatenate([split.y_val, split.y_test]))

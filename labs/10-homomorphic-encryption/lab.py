@@ -26,7 +26,7 @@ def train_model(ctx, split):
 
 def keys_and_server(ctx, holders) -> dict:
     """What the cloud receives from each key holder, and proof that it cannot decrypt."""
-    from cloud.he_server import SecretKeyOnServer, assert_cannot_decrypt, server_context
+    from cloud.private.he import SecretKeyOnServer, assert_cannot_decrypt, server_context
 
     ctx.step("1. Keys stay on the device: what the cloud receives")
     rows, servers = [], {}
@@ -49,7 +49,7 @@ def keys_and_server(ctx, holders) -> dict:
 
 def inference(ctx, split, holders, servers, weights, bias) -> dict:
     """Encrypted batch of frames -> cloud's linear model -> device decrypts and applies softmax."""
-    from cloud.he_server import linear_batch
+    from cloud.private.he import linear_batch
 
     n = ctx.args["samples"]
     ctx.step(f"2. Encrypted inference: {n} frames, feature-major packing, logistic regression in the cloud")
@@ -79,8 +79,8 @@ def inference(ctx, split, holders, servers, weights, bias) -> dict:
 
 def single_frame(ctx, split, weights, bias) -> dict:
     """One frame in one ciphertext: the vector-matrix product needs rotations, so Galois keys."""
-    from cloud.he_server import linear_vector, server_context
-    from edge.he import KeyHolder
+    from cloud.private.he import linear_vector, server_context
+    from edge.private.he import KeyHolder
 
     ctx.step("3. One frame at a time: vector-matrix product with Galois keys")
     holder = KeyHolder.create("8192-depth2")
@@ -103,9 +103,9 @@ def single_frame(ctx, split, weights, bias) -> dict:
 
 def aggregation(ctx, split, holders, servers) -> dict:
     """Devices' MLP updates encrypted, averaged by the cloud without decrypting, decrypted by a key holder."""
-    from cloud.he_server import weighted_sum
-    from edge.he import flatten, unflatten
-    from edge.mlp import PARAM_NAMES, evaluate, init_params, train_sgd, weighted_average
+    from cloud.private.he import weighted_sum
+    from edge.private.he import flatten, unflatten
+    from edge.federated.mlp import PARAM_NAMES, evaluate, init_params, train_sgd, weighted_average
 
     k = ctx.args["clients"]
     ctx.step(f"4. Encrypted aggregation: FedAvg of {k} devices' MLP weights")
@@ -142,7 +142,7 @@ def aggregation(ctx, split, holders, servers) -> dict:
 
 def plot(ctx, infer, agg) -> None:
     """Error of encrypted inference and aggregation at each ring size (log scale)."""
-    from cloud.plots import _pyplot
+    from cloud.labkit.plots import _pyplot
 
     plt = _pyplot()
     names = list(infer)
@@ -159,8 +159,8 @@ def plot(ctx, infer, agg) -> None:
 
 def run(ctx) -> dict:
     """Keys, encrypted inference, one-frame inference, encrypted aggregation, at N = 4096 and 8192."""
-    from cloud.data import digits_split
-    from edge.he import KeyHolder
+    from cloud.ml.data import digits_split
+    from edge.private.he import KeyHolder
 
     split = digits_split(ctx.seed)
     weights, bias = train_model(ctx, split)

@@ -33,10 +33,10 @@ SETTINGS = ("plain", "dp", "he", "dp+he")
 
 def run(ctx) -> dict:
     """Partition, hand out the shared CKKS key, run the four settings on real SuperNodes, compare."""
-    from cloud.federation import Federation
-    from cloud.partition import write_digits_federation
-    from cloud.private_federated import APP_DIR, PrivateFlConfig
-    from edge.private_federated import share_keys
+    from cloud.federated.federation import Federation
+    from cloud.federated.partition import write_digits_federation
+    from cloud.federated.private_server_app import APP_DIR, PrivateFlConfig
+    from edge.federated.private_client_app import share_keys
 
     a = ctx.args
     devices, rounds = a["devices"], a["rounds"]
@@ -158,8 +158,8 @@ def _refusing_device(error: dict) -> str:
 
 def _ledger_epsilons(set_dir, devices: int, config) -> list[float]:
     """ε each device has spent, read from its privacy ledger (PRV accountant)."""
-    from edge.privacy import PrivacyLedger
-    from edge.private_federated import device_budget
+    from edge.private.dp import PrivacyLedger
+    from edge.federated.private_client_app import device_budget
 
     return [PrivacyLedger.open(set_dir / f"state-{d}", f"device-{d}", device_budget(config.dp_budgets, d),
                                config.dp_delta).spent() for d in range(devices)]
@@ -167,10 +167,10 @@ def _ledger_epsilons(set_dir, devices: int, config) -> list[float]:
 
 def _final_model(result, key_folder, features: int, a) -> dict[str, np.ndarray]:
     """The final global model: plaintext from the server, or decrypted here with device 0's shared key."""
-    from cloud.private_federated import ENCRYPTED_MODEL_FILE
-    from edge.he import flatten, unflatten
-    from edge.mlp import PARAM_NAMES, init_params
-    from edge.private_federated import load_key_holder
+    from cloud.federated.private_server_app import ENCRYPTED_MODEL_FILE
+    from edge.private.he import flatten, unflatten
+    from edge.federated.mlp import PARAM_NAMES, init_params
+    from edge.federated.private_client_app import load_key_holder
 
     if result.model_path.exists():
         return dict(np.load(result.model_path))
@@ -183,7 +183,7 @@ def _final_model(result, key_folder, features: int, a) -> dict[str, np.ndarray]:
 
 def _summarize(result, final, x_test, y_test, devices: int) -> dict:
     """Accuracy (test and devices' held-out), ε per device, refusals, bytes and seconds per round of one run."""
-    from edge.mlp import evaluate
+    from edge.federated.mlp import evaluate
 
     rounds = result.rounds
     evaluations = {r["partition_id"]: r for r in rounds[-1]["evaluate"]}

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from cloud.attacks import cross_entropy, loss_threshold_attack
-from cloud.data import digits_split
-from cloud.privacy import advantage_bound, epsilon_for, predict_logits, train_plain, train_private
+from cloud.private.attacks import cross_entropy, loss_threshold_attack
+from cloud.ml.data import digits_split
+from cloud.private.dp import advantage_bound, epsilon_for, predict_logits, train_plain, train_private
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +62,8 @@ def test_attack_finds_the_overfit_model_and_not_the_dp_one(split, outsiders):
 
 
 def test_device_epsilon_accumulates_across_rounds_and_budget_refuses(split, tmp_path):
-    from edge.mlp import init_params
-    from edge.privacy import PrivacyBudgetExceeded, PrivacyLedger, mlp_to_torch, torch_to_mlp, train_round
+    from edge.federated.mlp import init_params
+    from edge.private.dp import PrivacyBudgetExceeded, PrivacyLedger, mlp_to_torch, torch_to_mlp, train_round
 
     params, spent = init_params(seed=0), []
     for round_id in (1, 2, 3):

@@ -9,8 +9,8 @@ import subprocess
 import sys
 import time
 
-from cloud.procs import free_port, start_process, stop_pid, wait_until
-from edge.device import ControlFolder
+from cloud.stack.procs import free_port, start_process, stop_pid, wait_until
+from edge.serving.device import ControlFolder
 
 EDGE = [sys.executable, "-m", "edge.cli"]
 
@@ -80,7 +80,7 @@ def test_edge_bench_reports_latency_throughput_and_accuracy(edge_artifacts):
 
 
 def test_edge_verify_names_the_wrong_key(edge_artifacts, tmp_path):
-    from edge.keys import generate_signing_key, save_public_key
+    from edge.serving.keys import generate_signing_key, save_public_key
 
     other = save_public_key(generate_signing_key(), tmp_path / "other.pem")
     ok = edge("verify", "--bundle", str(edge_artifacts["bundles"]["onnx-fp32"]))

@@ -6,13 +6,13 @@ import os
 
 import pytest
 
-from cloud.certs import certificate_names, make_certs
-from cloud.federated import FederationError, FlConfig
-from cloud.federation import Federation, NodeDropout
-from cloud.partition import write_digits_federation
-from cloud.procs import free_port, pid_alive
+from cloud.stack.certs import certificate_names, make_certs
+from cloud.federated.server_app import FederationError, FlConfig
+from cloud.federated.federation import Federation, NodeDropout
+from cloud.federated.partition import write_digits_federation
+from cloud.stack.procs import free_port, pid_alive
 from cloud.settings import StackSettings
-from cloud.stack import LocalStack, superlink_healthy
+from cloud.stack.local import LocalStack, superlink_healthy
 
 DEVICES = 3
 
@@ -84,7 +84,7 @@ def test_a_device_joins_with_edge_join_over_tls(tls_federation):
     # Prepare: what a Raspberry Pi runs, with the cloud's CA and its own data folder
     import sys
 
-    from cloud.procs import start_process, stop_pid, wait_until
+    from cloud.stack.procs import start_process, stop_pid, wait_until
 
     federation, root = tls_federation["federation"], tls_federation["root"]
     host, port = tls_federation["settings"].superlink()

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from cloud.he_server import (SecretKeyOnServer, assert_cannot_decrypt, linear_batch, linear_vector,
+from cloud.private.he import (SecretKeyOnServer, assert_cannot_decrypt, linear_batch, linear_vector,
                              server_context, weighted_sum)
-from edge.he import HEParams, KeyHolder
+from edge.private.he import HEParams, KeyHolder
 
 N8192_2_40 = HEParams(8192, (60, 40, 60), 40)
 
@@ -40,7 +40,7 @@ def test_encrypted_inference_agrees_with_plaintext(preset, bound):
     # Bounds: measured max |logit error| 3e-6 at N=8192 (2^40) and 5e-4 at N=4096 (2^30).
     from sklearn.linear_model import LogisticRegression
 
-    from cloud.data import digits_split
+    from cloud.ml.data import digits_split
 
     split = digits_split(42)
     model = LogisticRegression(max_iter=2000, random_state=0).fit(split.x_train, split.y_train)

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from cloud.broker import committed_offsets, create_topics
-from cloud.procs import PortInUseError, pid_alive, wait_until
+from cloud.stack.broker import committed_offsets, create_topics
+from cloud.stack.procs import PortInUseError, pid_alive, wait_until
 from cloud.settings import split_host_port
-from cloud.stack import LocalStack, superlink_healthy
-from edge.kafka import consumer_config, producer_config
+from cloud.stack.local import LocalStack, superlink_healthy
+from edge.wire.kafka import consumer_config, producer_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

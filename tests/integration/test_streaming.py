@@ -9,12 +9,12 @@ import time
 
 import pytest
 
-from cloud.procs import stop_pid, wait_until
-from cloud.stack import LocalStack
-from cloud.streaming import StoreReader, start_processor
-from cloud.topics import DEAD_LETTER, PREDICTIONS, TELEMETRY, TOPICS
-from edge.events import PredictionEvent, Telemetry
-from edge.kafka import consumer_config, producer_config
+from cloud.stack.procs import stop_pid, wait_until
+from cloud.stack.local import LocalStack
+from cloud.streaming.scenario import StoreReader, start_processor
+from cloud.stack.topics import DEAD_LETTER, PREDICTIONS, TELEMETRY, TOPICS
+from edge.wire.events import PredictionEvent, Telemetry
+from edge.wire.kafka import consumer_config, producer_config
 
 
 @pytest.fixture()
@@ -84,7 +84,7 @@ def test_bad_messages_go_to_dead_letter_with_their_bytes_and_the_consumer_carrie
     finally:
         stop_pid(proc.pid)
 
-    from cloud.processor import read_dead_letter
+    from cloud.streaming.processor import read_dead_letter
 
     seen = {r.value: read_dead_letter(r) for r in letters}
     assert set(seen) == set(bad)  # original bytes, unchanged
@@ -147,7 +147,7 @@ def test_two_processors_split_partitions_and_one_takes_over_when_the_other_dies(
 
 
 def test_devices_buffer_while_the_broker_is_down_and_resume_after_it_restarts(broker, run_settings):
-    from edge.stream import KafkaSink
+    from edge.streaming.device import KafkaSink
 
     bootstrap = run_settings.kafka_bootstrap_servers
     lines: list[str] = []
@@ -183,7 +183,7 @@ def test_devices_buffer_while_the_broker_is_down_and_resume_after_it_restarts(br
     topics_now = read_topic(bootstrap, PREDICTIONS, len(sent) - outage_from)
 
     arrived = [r for r in topics_now]
-    from edge.events import parse_event
+    from edge.wire.events import parse_event
 
     ids = [parse_event(r.value).event.event_id for r in arrived]
     assert set(sent[restarted_at:]) <= set(ids)  # every event sent after the restart arrived
@@ -203,7 +203,7 @@ def test_devices_buffer_while_the_broker_is_down_and_resume_after_it_restarts(br
 
 
 def test_a_killed_device_rejoins_under_its_old_id_without_corrupting_counts(broker, run_settings, tmp_path):
-    from cloud.streaming import prepare_initial_model, read_json, start_device
+    from cloud.streaming.scenario import prepare_initial_model, read_json, start_device
 
     bootstrap = run_settings.kafka_bootstrap_servers
     model = prepare_initial_model(run_settings.artifacts_dir, seed=0, epochs=8)

@@ -1,7 +1,7 @@
 """Lab 00 in quick mode: the numbers its README promises."""
 
-from cloud.labs import run_lab
-from cloud.procs import pid_alive
+from cloud.labkit.runner import run_lab
+from cloud.stack.procs import pid_alive
 
 
 def test_lab00_round_trips_every_event_and_stops_the_stack(run_settings):

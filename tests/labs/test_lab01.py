@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cloud.labs import run_lab
+from cloud.labkit.runner import run_lab
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cloud.labs import run_lab
+from cloud.labkit.runner import run_lab
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_training_choices_table(lab03):
 
 def test_cnns_saved_where_lab04_reads_them(lab03):
     # Prepare
-    from cloud.training import KERAS_CNN_FILE, TORCH_CNN_FILE
+    from cloud.ml.training import KERAS_CNN_FILE, TORCH_CNN_FILE
 
     metrics, path, settings = lab03
     shared = settings.artifacts_dir / "lab-03"

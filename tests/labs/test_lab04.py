@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cloud.labs import run_lab
+from cloud.labkit.runner import run_lab
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +20,8 @@ def lab04(tmp_path_factory):
 
 def test_publishes_four_signed_bundles_and_the_public_key(lab04):
     # Prepare
-    from edge.bundle import load_bundle
-    from edge.keys import fingerprint, load_public_key
+    from edge.serving.bundle import load_bundle
+    from edge.serving.keys import fingerprint, load_public_key
 
     metrics, _, settings = lab04
     out = settings.artifacts_dir / "bundles"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cloud.labs import run_lab
+from cloud.labkit.runner import run_lab
 
 DEVICES = ("onnx_fp32", "onnx_int8", "tflite_fp32")
 

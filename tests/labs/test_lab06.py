@@ -1,6 +1,6 @@
 """Lab 06 in quick mode: the numbers its README promises."""
 
-from cloud.labs import run_lab
+from cloud.labkit.runner import run_lab
 
 
 def test_lab06_shows_keys_groups_guarantees_and_dead_letters(run_settings):

@@ -1,6 +1,6 @@
 """Lab 07 in quick mode: the numbers its README promises."""
 
-from cloud.labs import run_lab
+from cloud.labkit.runner import run_lab
 
 DETECT_WITHIN_EVENTS = 300  # labelled predictions after the drift starts
 RECOVERY_MARGIN = 0.08  # accuracy after the update within this of the pre-drift level

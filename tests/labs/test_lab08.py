@@ -3,8 +3,8 @@
 import os
 import time
 
-from cloud.labs import run_lab
-from cloud.procs import pid_alive
+from cloud.labkit.runner import run_lab
+from cloud.stack.procs import pid_alive
 
 
 def process_group_empty(pgid: int, within_s: float = 10.0) -> bool:

@@ -1,6 +1,6 @@
 """Lab 09 in quick mode: the numbers its README promises."""
 
-from cloud.labs import run_lab
+from cloud.labkit.runner import run_lab
 
 
 def test_lab09_quick(run_settings):

@@ -1,6 +1,6 @@
 """Lab 10 in quick mode: the numbers its README promises."""
 
-from cloud.labs import run_lab
+from cloud.labkit.runner import run_lab
 
 
 def test_lab10_quick(run_settings):

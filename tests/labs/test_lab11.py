@@ -1,7 +1,7 @@
 """Lab 11 in quick mode: the numbers its README promises, a budget refusal in the real federation, nothing left running."""
 
-from cloud.labs import run_lab
-from cloud.procs import pid_alive
+from cloud.labkit.runner import run_lab
+from cloud.stack.procs import pid_alive
 
 
 def test_lab11_private_fl_accuracy_budgets_refusal_and_he_equals_plain(run_settings):

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from cloud.attacks import (attack_features, auc_and_advantage, cross_entropy, loss_threshold_attack,
+from cloud.private.attacks import (attack_features, auc_and_advantage, cross_entropy, loss_threshold_attack,
                            shadow_model_attack)
-from cloud.privacy import advantage_bound
+from cloud.private.dp import advantage_bound
 
 
 def test_cross_entropy_matches_direct_formula_and_is_stable():

@@ -2,8 +2,8 @@
 
 import pytest
 
-from cloud.bench_stream import parse
-from cloud.labs import LabError
+from cloud.bench.stream import parse
+from cloud.labkit.runner import LabError
 
 
 def test_bench_arguments_are_typed_from_the_defaults():

@@ -11,7 +11,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from edge.bundle import (
+from edge.serving.bundle import (
     BundleFormatError,
     ChecksumError,
     CorruptModelError,
@@ -22,11 +22,11 @@ from edge.bundle import (
     pack_bundle,
     sign_bundle,
 )
-from edge.device import EdgeDevice
-from edge.keys import fingerprint, generate_signing_key, load_private_key, load_public_key
-from edge.runners import open_runner
-from edge.sinks import ListSink
-from edge.sources import DigitFrames
+from edge.serving.device import EdgeDevice
+from edge.serving.keys import fingerprint, generate_signing_key, load_private_key, load_public_key
+from edge.serving.runners import open_runner
+from edge.serving.sinks import ListSink
+from edge.serving.sources import DigitFrames
 
 
 @pytest.fixture()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cloud.classical import class_scores, random_oversample, random_undersample, skewed
-from cloud.data import FAULT_KINDS, digits_split, faulty_frames
+from cloud.ml.classical import class_scores, random_oversample, random_undersample, skewed
+from cloud.ml.data import FAULT_KINDS, digits_split, faulty_frames
 
 
 def _rare_problem():

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from cloud.settings import StackSettings
-from cloud.stack import service_specs
+from cloud.stack.local import service_specs
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -77,7 +77,7 @@ def test_services_wait_on_health_not_on_order():
 
 
 def test_makefile_passes_the_versions_file_to_compose():
-    from cloud.compose import compose_command
+    from cloud.stack.compose import compose_command
 
     cmd = compose_command("up")
     assert cmd[:4] == ["docker", "compose", "--env-file", str(ROOT / "versions.env")]

@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 
-from cloud.data import as_images, digits_split, fetch_csv, list_datasets, load_dataset, sha256_of
+from cloud.ml.data import as_images, digits_split, fetch_csv, list_datasets, load_dataset, sha256_of
 
 CSV = b"a,b,label\n1,2,x\n3,4,y\n"
 

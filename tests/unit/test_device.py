@@ -10,12 +10,12 @@ import time
 import numpy as np
 import pytest
 
-from edge.bundle import load_bundle, sign_bundle
-from edge.device import ControlFolder, EdgeDevice
-from edge.keys import load_private_key, load_public_key
-from edge.runners import open_runner
-from edge.sinks import JsonlSink, ListSink, MultiSink
-from edge.sources import DigitFrames, VibrationSource
+from edge.serving.bundle import load_bundle, sign_bundle
+from edge.serving.device import ControlFolder, EdgeDevice
+from edge.serving.keys import load_private_key, load_public_key
+from edge.serving.runners import open_runner
+from edge.serving.sinks import JsonlSink, ListSink, MultiSink
+from edge.serving.sources import DigitFrames, VibrationSource
 
 N_INPUTS = 10_000
 

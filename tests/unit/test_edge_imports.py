@@ -22,8 +22,8 @@ def test_edge_imports_neither_torch_nor_tensorflow():
 
 def test_running_a_bundle_does_not_import_them_either(edge_artifacts):
     code = (
-        "import sys; from edge.bundle import load_bundle; from edge.keys import load_public_key; "
-        "from edge.runners import open_runner; import numpy as np; "
+        "import sys; from edge.serving.bundle import load_bundle; from edge.serving.keys import load_public_key; "
+        "from edge.serving.runners import open_runner; import numpy as np; "
         f"key = load_public_key({str(edge_artifacts['public_key'])!r}); "
         f"paths = {[str(p) for p in edge_artifacts['bundles'].values()]!r}; "
         "[open_runner(load_bundle(p, key)).predict(np.zeros((2, 64), np.float32)) for p in paths]; "

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from edge.privacy import PrivacyLedger, steps_per_epoch
+from edge.private.dp import PrivacyLedger, steps_per_epoch
 
 
 def test_ledger_round_trips_through_its_file(tmp_path):
@@ -41,7 +41,7 @@ def test_steps_per_epoch_is_one_over_q():
 
 
 def test_importing_edge_privacy_does_not_import_torch_or_opacus():
-    code = "import sys, edge.privacy; print(sorted(m for m in ('torch', 'opacus') if m in sys.modules))"
+    code = "import sys, edge.private.dp; print(sorted(m for m in ('torch', 'opacus') if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cloud.federated import FederationError, FlConfig, JournalledFedAvg, RoundJournal, make_strategy, run_config_string
-from cloud.partition import class_histograms, dirichlet_partition, make_partitions, two_class_partition, write_partitions
-from edge.federated import params_to_record, record_to_params
-from edge.mlp import PARAM_NAMES, evaluate, init_params, loss_and_grads, train_sgd, weighted_average
+from cloud.federated.server_app import FederationError, FlConfig, JournalledFedAvg, RoundJournal, make_strategy, run_config_string
+from cloud.federated.partition import class_histograms, dirichlet_partition, make_partitions, two_class_partition, write_partitions
+from edge.federated.client_app import params_to_record, record_to_params
+from edge.federated.mlp import PARAM_NAMES, evaluate, init_params, loss_and_grads, train_sgd, weighted_average
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -161,10 +161,10 @@ def test_written_partitions_hold_train_and_held_out_parts(tmp_path):
 
 
 def test_app_config_defaults_equal_flconfig():
-    config = tomllib.loads((ROOT / "cloud/fedapp/pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    config = tomllib.loads((ROOT / "cloud/federated/fedapp/pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
     assert config == FlConfig().run_config()
-    components = tomllib.loads((ROOT / "cloud/fedapp/pyproject.toml").read_text())["tool"]["flwr"]["app"]["components"]
-    assert components == {"serverapp": "cloud.federated:app", "clientapp": "edge.federated:app"}
+    components = tomllib.loads((ROOT / "cloud/federated/fedapp/pyproject.toml").read_text())["tool"]["flwr"]["app"]["components"]
+    assert components == {"serverapp": "cloud.federated.server_app:app", "clientapp": "edge.federated.client_app:app"}
 
 
 def test_run_config_string_is_toml():
@@ -186,8 +186,8 @@ def test_fedadam_keeps_the_model_float32(in_a_run, tmp_path):
 def test_onnx_export_of_the_mlp_matches_numpy_exactly(tmp_path):
     import onnxruntime as ort
 
-    from cloud.mlp_export import mlp_to_onnx
-    from edge.mlp import forward
+    from cloud.federated.deploy import mlp_to_onnx
+    from edge.federated.mlp import forward
 
     params = init_params(seed=5)
     path = mlp_to_onnx(params, tmp_path / "mlp.onnx")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cloud import gradients as gd
+from cloud.ml import gradients as gd
 
 
 def _problem(model: str, seed: int = 0, n: int = 60, d: int = 5):

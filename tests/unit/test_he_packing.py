@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.he import PRESETS, flatten, pack, unflatten, unpack
+from edge.private.he import PRESETS, flatten, pack, unflatten, unpack
 
 
 def test_a_100k_update_fills_25_ciphertexts_at_n8192():

@@ -2,7 +2,7 @@
 
 import pytest
 
-from cloud.labs import LabError, discover_labs, find_lab, parse_args
+from cloud.labkit.runner import LabError, discover_labs, find_lab, parse_args
 
 
 def test_unknown_lab_lists_the_available_ones():

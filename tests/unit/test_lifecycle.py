@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cloud.data import load_dataset
-from cloud.lifecycle import SITES, load_model, make_untidy, save_model, tabular_pipeline
+from cloud.ml.data import load_dataset
+from cloud.ml.lifecycle import SITES, load_model, make_untidy, save_model, tabular_pipeline
 
 
 def test_make_untidy_blanks_the_asked_fraction_and_adds_a_category():

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cloud.private_federated import PrivateFlConfig, encrypted_fedavg, is_refusal, plain_fedavg
-from edge.he import KeyHolder, flatten, unflatten
-from edge.mlp import PARAM_NAMES, init_params, train_sgd, weighted_average
-from edge.private_federated import decode_ciphertexts, device_budget, encode_ciphertexts, is_encrypted, state_dir
+from cloud.federated.private_server_app import PrivateFlConfig, encrypted_fedavg, is_refusal, plain_fedavg
+from edge.private.he import KeyHolder, flatten, unflatten
+from edge.federated.mlp import PARAM_NAMES, init_params, train_sgd, weighted_average
+from edge.federated.private_client_app import decode_ciphertexts, device_budget, encode_ciphertexts, is_encrypted, state_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,7 +31,7 @@ def client_updates():
 
 def test_encrypted_fedavg_equals_plain_fedavg_within_1e_5(client_updates):
     # Prepare: the clients share one key; the server gets only the public context.
-    from cloud.he_server import server_context
+    from cloud.private.he import server_context
 
     updates, sizes = client_updates
     holder = KeyHolder.create("8192")
@@ -53,7 +53,7 @@ def test_encrypted_fedavg_equals_plain_fedavg_within_1e_5(client_updates):
 
 
 def test_the_server_context_cannot_decrypt_the_aggregate(client_updates):
-    from cloud.he_server import assert_cannot_decrypt, server_context
+    from cloud.private.he import assert_cannot_decrypt, server_context
 
     updates, sizes = client_updates
     holder = KeyHolder.create("8192")
@@ -75,11 +75,11 @@ def test_ciphertext_records_round_trip_bytes():
 
 
 def test_private_app_config_defaults_equal_the_dataclass():
-    with open(ROOT / "cloud" / "fedapp_private" / "pyproject.toml", "rb") as f:
+    with open(ROOT / "cloud" / "federated" / "fedapp_private" / "pyproject.toml", "rb") as f:
         app = tomllib.load(f)["tool"]["flwr"]["app"]
 
     assert app["config"] == PrivateFlConfig().run_config()
-    assert app["components"] == {"serverapp": "cloud.private_federated:app", "clientapp": "edge.private_federated:app"}
+    assert app["components"] == {"serverapp": "cloud.federated.private_server_app:app", "clientapp": "edge.federated.private_client_app:app"}
 
 
 def test_config_refuses_unknown_privacy_mode_and_missing_he_context():
@@ -104,7 +104,7 @@ def test_state_folder_sits_beside_the_partition_unless_node_config_names_one(tmp
 
 
 def test_a_budget_refusal_is_told_apart_from_a_crash():
-    refusal = {"reason": "<class 'edge.privacy.PrivacyBudgetExceeded'>:<'device-2: refusing to train'>"}
+    refusal = {"reason": "<class 'edge.private.dp.PrivacyBudgetExceeded'>:<'device-2: refusing to train'>"}
     crash = {"reason": "<class 'ZeroDivisionError'>:<'division by zero'>"}
 
     assert is_refusal(refusal) and not is_refusal(crash)
@@ -136,7 +136,7 @@ class FakeGrid:
     def answer(self, request):
         from flwr.app import Error, Message, MetricRecord, RecordDict
 
-        from edge.federated import params_to_record, record_to_params
+        from edge.federated.client_app import params_to_record, record_to_params
 
         node, config = request.metadata.dst_node_id, request.content["config"]
         x, y = self.data[node]
@@ -144,7 +144,7 @@ class FakeGrid:
         if request.metadata.message_type == "evaluate":
             return Message(RecordDict({"metrics": MetricRecord({**base, "eval-accuracy": 0.5})}), reply_to=request)
         if node == 3 and int(config["server-round"]) >= self.refuse_from:
-            reason = "<class 'edge.privacy.PrivacyBudgetExceeded'>:<'device-2: refusing to train: ε would reach 5.2 > budget 5'>"
+            reason = "<class 'edge.private.dp.PrivacyBudgetExceeded'>:<'device-2: refusing to train: ε would reach 5.2 > budget 5'>"
             return Message(Error(code=2, reason=reason), reply_to=request)
         new, loss = train_sgd(record_to_params(request.content["arrays"]), x, y, epochs=1, lr=0.1, seed=node)
         metrics = MetricRecord({**base, "train-loss": loss, "received-accuracy": 0.1})
@@ -156,7 +156,7 @@ def run_server(tmp_path, grid, **config):
     import json
     from types import SimpleNamespace
 
-    from cloud.private_federated import main
+    from cloud.federated.private_server_app import main
 
     test = tmp_path / "test.npz"
     np.savez(test, x_test=np.random.default_rng(2).random((20, 64)).astype(np.float32), y_test=np.arange(20) % 10)
@@ -186,7 +186,7 @@ def test_server_stops_early_when_refusals_leave_fewer_than_min_nodes(tmp_path, i
 
 
 def test_a_crashing_device_still_fails_the_run_loudly(tmp_path, in_a_run):
-    from cloud.federated import FederationError
+    from cloud.federated.server_app import FederationError
 
     class CrashingGrid(FakeGrid):
         def answer(self, request):

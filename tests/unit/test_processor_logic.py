@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from cloud.processor import EventStore, StreamProcessor
-from edge.events import PredictionEvent, Telemetry
+from cloud.streaming.processor import EventStore, StreamProcessor
+from edge.wire.events import PredictionEvent, Telemetry
 
 DRIFT_WITHIN = 150  # labelled events after the change (stated in lab 07's README)
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.bundle import load_bundle
-from edge.keys import load_public_key
-from edge.runners import RUNNERS, open_runner
+from edge.serving.bundle import load_bundle
+from edge.serving.keys import load_public_key
+from edge.serving.runners import RUNNERS, open_runner
 
 KINDS = ["onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8"]
 

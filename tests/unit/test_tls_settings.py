@@ -2,9 +2,9 @@
 
 import pytest
 
-from cloud.certs import make_certs
+from cloud.stack.certs import make_certs
 from cloud.settings import StackSettings
-from cloud.stack import service_specs, superlink_tls_files
+from cloud.stack.local import service_specs, superlink_tls_files
 
 
 def test_unset_means_tls_exactly_when_certificates_exist(tmp_path):

@@ -1,0 +1,1 @@
+"""The benchmarks behind `make bench`: nothing in the services imports them. May import everything else."""

@@ -1,0 +1,355 @@
+"""Edge runtime benchmark: torch eager vs ONNX Runtime and LiteRT (fp32, int8) on the same digits inputs.
+
+``main(run, console)`` is what ``cloud bench edge`` / ``make bench-edge`` calls. Lab 04 uses the
+same pieces: ``get_models`` (lab 03's CNNs or quickly trained ones), ``publish_digits_bundles``
+and ``compare_runtimes``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cloud.ml.data import DigitsSplit, as_images, digits_split
+
+BUNDLE_KINDS = ("onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8")
+BUNDLE_PREFIX = "digits-cnn"
+TORCH_EAGER = "torch eager fp32"
+RUNTIME_LABELS = {
+    "onnx-fp32": "ONNX Runtime fp32",
+    "onnx-int8": "ONNX Runtime int8",
+    "tflite-fp32": "LiteRT fp32",
+    "tflite-int8": "LiteRT int8",
+}
+
+
+@dataclass
+class EdgeModels:
+    """The two trained CNNs the edge formats are made from, and where they came from."""
+
+    torch_model: Any
+    keras_model: Any
+    origin: str  # a sentence for the console: loaded from lab 03 or trained here
+
+
+def machine_name() -> str:
+    """A short description of this machine for benchmark output."""
+    uname = platform.uname()
+    cpu = platform.processor() or uname.machine
+    return f"{uname.node} {uname.system} {uname.release} {cpu} ({os.cpu_count()} cores), Python {platform.python_version()}"
+
+
+def set_single_thread() -> None:
+    """One thread for torch (measured: 2 threads can be 10x slower while another process holds a core)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def get_models(artifacts_dir: Path, split: DigitsSplit, seed: int = 42, epochs: int = 15,
+               keras_epochs: int = 10) -> EdgeModels:
+    """Lab 03's trained CNNs from ``artifacts_dir/lab-03`` when both are there, else train both here."""
+    from cloud.ml.training import KERAS_CNN_FILE, TORCH_CNN_FILE, load_torch_cnn, train_keras, train_torch
+
+    set_single_thread()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before Keras loads TensorFlow
+    folder = Path(artifacts_dir) / "lab-03"
+    if (folder / TORCH_CNN_FILE).exists() and (folder / KERAS_CNN_FILE).exists():
+        import keras
+
+        return EdgeModels(load_torch_cnn(folder), keras.models.load_model(folder / KERAS_CNN_FILE),
+                          f"loaded lab 03's CNNs from {folder}")
+    from cloud.ml.models import build_keras_cnn, build_torch_cnn
+
+    torch_model = build_torch_cnn()
+    train_torch(torch_model, split, epochs=epochs, seed=seed, device="cpu")
+    torch_model.eval()
+    keras_model = build_keras_cnn()
+    train_keras(keras_model, split, epochs=keras_epochs, seed=seed)
+    return EdgeModels(torch_model, keras_model,
+                      f"no lab 03 models in {folder}: trained both CNNs here "
+                      f"({epochs} torch epochs, {keras_epochs} Keras epochs, seed {seed})")
+
+
+def publish_digits_bundles(models: EdgeModels, split: DigitsSplit, out_dir: Path, signing_key,
+                           version: int = 1, calibration_samples: int = 256, seed: int = 42) -> dict[str, Path]:
+    """Publish the four signed bundles (ONNX fp32/int8, TFLite fp32/int8) and the devices' frames file."""
+    from cloud.ml.publish import FRAMES_FILE, publish_onnx_bundle, publish_tflite_bundle
+    from cloud.ml.training import keras_accuracy, torch_accuracy
+    from edge.serving.sources import save_frames
+
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(split.x_train), size=min(calibration_samples, len(split.x_train)), replace=False)
+    calibration = split.x_train[pick]  # N, 64 from the training split, never the test split
+    torch_metrics = {"source_test_accuracy": torch_accuracy(models.torch_model, split.x_test, split.y_test)}
+    keras_metrics = {"source_test_accuracy": keras_accuracy(models.keras_model, split.x_test, split.y_test)}
+    out_dir = Path(out_dir)
+    bundles = {
+        "onnx-fp32": publish_onnx_bundle(models.torch_model, f"{BUNDLE_PREFIX}-onnx-fp32", version, out_dir,
+                                         signing_key, torch_metrics),
+        "onnx-int8": publish_onnx_bundle(models.torch_model, f"{BUNDLE_PREFIX}-onnx-int8", version, out_dir,
+                                         signing_key, torch_metrics, calibration=calibration),
+        "tflite-fp32": publish_tflite_bundle(models.keras_model, f"{BUNDLE_PREFIX}-tflite-fp32", version, out_dir,
+                                             signing_key, keras_metrics),
+        "tflite-int8": publish_tflite_bundle(models.keras_model, f"{BUNDLE_PREFIX}-tflite-int8", version, out_dir,
+                                             signing_key, keras_metrics, representative=calibration),
+    }
+    save_frames(out_dir / FRAMES_FILE, split.x_test, split.y_test)
+    return bundles
+
+
+def latencies_us(predict_one: Callable[[np.ndarray], Any], x: np.ndarray, repeats: int, warmup: int = 50) -> np.ndarray:
+    """Per-call latency in microseconds of predict_one over samples of x (warm-up calls not counted)."""
+    for i in range(warmup):
+        predict_one(x[i % len(x)])
+    times = np.empty(repeats)
+    clock = time.perf_counter_ns
+    for i in range(repeats):
+        sample = x[i % len(x)]
+        start = clock()
+        predict_one(sample)
+        times[i] = (clock() - start) / 1e3
+    return times
+
+
+def throughput(predict_batch: Callable[[np.ndarray], Any], batch: np.ndarray, seconds: float = 0.3) -> float:
+    """Samples per second of predict_batch on one batch, repeated for at least ``seconds`` (one warm-up)."""
+    predict_batch(batch)
+    calls, start = 0, time.perf_counter()
+    while True:
+        predict_batch(batch)
+        calls += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds and calls >= 3:
+            return calls * len(batch) / elapsed
+
+
+def torch_file_bytes(model) -> int:
+    """Size of the torch state dict as torch.save writes it."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getbuffer().nbytes
+
+
+def compare_runtimes(models: EdgeModels, bundles: dict[str, Path], split: DigitsSplit, public_key,
+                     repeats: int = 2000, rounds: int = 3, batch_size: int = 256,
+                     extra: dict[str, Path] | None = None) -> list[dict[str, Any]]:
+    """One row per runtime: size, accuracy, agreement with its source model, p50/p99 latency, batch rate.
+
+    Latency rounds interleave the runtimes, so a burst of load on a shared CPU hits all of them.
+    ``extra`` adds more bundles (e.g. dynamic quantization) by label.
+    """
+    import torch
+
+    from edge.serving.bundle import load_bundle
+    from edge.serving.runners import open_runner
+
+    set_single_thread()
+    x, y = split.x_test, split.y_test  # N, 64 and N
+    batch = np.resize(x, (batch_size, x.shape[1])).astype(np.float32)  # the test frames, repeated to fill it
+    torch_model = models.torch_model.eval()
+    with torch.inference_mode():
+        torch_logits = torch_model(torch.from_numpy(as_images(x))).numpy()
+    keras_logits = np.asarray(models.keras_model(as_images(x, "NHWC"), training=False))
+
+    def torch_one(sample: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return torch_model(torch.from_numpy(sample.reshape(1, 1, 8, 8))).numpy()
+
+    def torch_batch(samples: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return torch_model(torch.from_numpy(as_images(samples))).numpy()
+
+    entries = [(TORCH_EAGER, torch_one, torch_batch, torch_logits, torch_logits, torch_file_bytes(torch_model), "torch")]
+    labelled = {RUNTIME_LABELS.get(k, k): p for k, p in bundles.items()}
+    labelled.update(extra or {})
+    for label, path in labelled.items():
+        runner = open_runner(load_bundle(path, public_key), num_threads=1)
+        reference = torch_logits if runner.bundle.manifest.runtime == "onnxruntime" else keras_logits
+        size = runner.bundle.model_path.stat().st_size
+        entries.append((label, runner.predict_one, runner.predict_batch, runner.predict_batch(x), reference, size,
+                        runner.bundle.ref))
+
+    samples = {label: [] for label, *_ in entries}
+    per_round = max(1, repeats // rounds)
+    for _ in range(rounds):
+        for label, one, *_ in entries:
+            samples[label].append(latencies_us(one, x, per_round))
+    rows = []
+    for label, one, many, logits, reference, size, source in entries:
+        lat = np.concatenate(samples[label])
+        rows.append({
+            "runtime": label,
+            "model": source,
+            "size_kb": size / 1024,
+            "accuracy": float((logits.argmax(1) == y).mean()),
+            "agreement": float((logits.argmax(1) == reference.argmax(1)).mean()),
+            "max_abs_diff": float(np.abs(logits - reference).max()),
+            "p50_us": float(np.percentile(lat, 50)),
+            "p99_us": float(np.percentile(lat, 99)),
+            "batch_per_s": throughput(many, batch),
+        })
+    eager = rows[0]
+    for row in rows:
+        row["speedup_p50"] = eager["p50_us"] / row["p50_us"]
+        row["throughput_ratio"] = row["batch_per_s"] / eager["batch_per_s"]
+    return rows
+
+
+def check_targets(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The issue's targets: best edge runtime >= 5x torch eager; int8 no slower, within 1 point, >= 3x smaller."""
+    by = {r["runtime"]: r for r in rows}
+    edge_rows = [r for r in rows if r["runtime"] in RUNTIME_LABELS.values()]
+    best = max(edge_rows, key=lambda r: r["speedup_p50"])
+    result: dict[str, Any] = {"best_runtime": best["runtime"], "best_speedup": best["speedup_p50"],
+                              "best_speedup_ok": best["speedup_p50"] >= 5.0}
+    for family in ("ONNX Runtime", "LiteRT"):
+        fp32, int8 = by[f"{family} fp32"], by[f"{family} int8"]
+        key = "onnx" if family == "ONNX Runtime" else "tflite"
+        result[f"{key}_int8_latency_ratio"] = int8["p50_us"] / fp32["p50_us"]
+        result[f"{key}_int8_accuracy_drop"] = fp32["accuracy"] - int8["accuracy"]
+        result[f"{key}_int8_size_ratio"] = fp32["size_kb"] / int8["size_kb"]
+        result[f"{key}_int8_ok"] = (int8["p50_us"] <= fp32["p50_us"] * 1.0
+                                    and fp32["accuracy"] - int8["accuracy"] <= 0.01
+                                    and fp32["size_kb"] / int8["size_kb"] >= 3.0)
+    return result
+
+
+TABLE_COLUMNS = ("runtime", "size KB", "top-1", "agree", "max |diff|", "p50 µs", "p99 µs", "batch/s", "× eager p50")
+
+
+def table_rows(rows: list[dict[str, Any]]) -> list[list[Any]]:
+    """Rows for a rich table, formatted."""
+    return [[r["runtime"], f"{r['size_kb']:.1f}", f"{r['accuracy']:.4f}", f"{r['agreement']:.4f}",
+             f"{r['max_abs_diff']:.2g}", f"{r['p50_us']:.1f}", f"{r['p99_us']:.1f}",
+             f"{r['batch_per_s']:,.0f}", f"{r['speedup_p50']:.1f}"] for r in rows]
+
+
+def plot_tradeoffs(rows: list[dict[str, Any]]):
+    """Accuracy against p50 latency and against file size, one point per runtime."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.6))
+    markers = "osD^v<>p*"
+    for i, r in enumerate(rows):
+        style = {"s": 60, "marker": markers[i % len(markers)], "label": r["runtime"]}
+        left.scatter(r["p50_us"], r["accuracy"], **style)
+        right.scatter(r["size_kb"], r["accuracy"], **style)
+    left.set(xscale="log", xlabel="single-sample p50 latency (µs, log, 1 thread)", ylabel="top-1 accuracy (test split)",
+             title="accuracy vs latency")
+    right.set(xscale="log", xlabel="model file size (KB, log)", title="accuracy vs size")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    handles, labels = left.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    return fig
+
+
+def print_table(console, title: str, rows: list[dict[str, Any]]) -> None:
+    """Print the comparison as a rich table."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in TABLE_COLUMNS:
+        table.add_column(column, justify="left" if column == "runtime" else "right")
+    for row in table_rows(rows):
+        table.add_row(*row)
+    console.print(table)
+
+
+def main(run, console, *tokens: str) -> dict[str, Any]:
+    """Run the edge benchmark into a run folder: table (printed and JSON), plot, and the targets.
+
+    ``tokens`` are ``key=value`` overrides: ``quick=1`` (4 epochs, 300 repeats), ``seed=42``,
+    ``repeats=3000``.
+    """
+    from cloud.labkit.runner import parse_args
+
+    options = parse_args(tokens, {"quick": False, "seed": 42, "repeats": 0})  # repeats 0: by mode
+    quick, seed = options["quick"], options["seed"]
+    repeats = options["repeats"] or (300 if quick else 3000)
+    from cloud.ml.publish import ensure_signing_key
+    from cloud.settings import StackSettings
+    from edge.serving.keys import PUBLIC_KEY_FILE, load_public_key
+
+    started = time.monotonic()
+    console.print(f"machine: {machine_name()}")
+    split = digits_split(seed)
+    models = get_models(StackSettings().artifacts_dir, split, seed=seed,
+                        epochs=4 if quick else 15, keras_epochs=4 if quick else 10)
+    console.print(models.origin)
+    # Bundles for the benchmark live in the run folder, signed by a key kept there too.
+    key = ensure_signing_key(run.path)
+    bundles = publish_digits_bundles(models, split, run.path / "bundles", key, seed=seed)
+    public_key = load_public_key(run.path / "bundles" / PUBLIC_KEY_FILE)
+    rows = compare_runtimes(models, bundles, split, public_key, repeats=repeats)
+    targets = check_targets(rows)
+    print_table(console, "edge runtimes, digits CNN, 1 thread (ratios vs torch eager)", rows)
+    console.print(
+        f"best edge runtime: {targets['best_runtime']} at {targets['best_speedup']:.1f}x torch eager "
+        f"(target >= 5x: {'met' if targets['best_speedup_ok'] else 'NOT met'}); "
+        f"ONNX int8: {targets['onnx_int8_latency_ratio']:.2f}x fp32 latency, "
+        f"{targets['onnx_int8_size_ratio']:.1f}x smaller, accuracy drop {targets['onnx_int8_accuracy_drop']:+.4f}; "
+        f"LiteRT int8: {targets['tflite_int8_latency_ratio']:.2f}x fp32 latency, "
+        f"{targets['tflite_int8_size_ratio']:.1f}x smaller, accuracy drop {targets['tflite_int8_accuracy_drop']:+.4f}"
+    )
+    result = {"machine": machine_name(), "rows": rows, "targets": targets,
+              "seconds": round(time.monotonic() - started, 1)}
+    run.write_json("bench_edge.json", result)
+    plot = run.save_plot(plot_tradeoffs(rows), "edge_tradeoffs")
+    console.print(f"table: {run.path / 'bench_edge.json'}\nplot: {plot}")
+    return result
+
+
+REFERENCE_FILE = "reference_logits.npz"
+
+
+def build_edge_artifacts(artifacts_dir: Path, seed: int = 42, epochs: int = 4, keras_epochs: int = 4) -> dict[str, Any]:
+    """Quick CNNs -> the four signed bundles, public key, frames and reference logits under artifacts_dir.
+
+    Used by the test suite's session fixtures: the first call trains and exports (about 30 s),
+    later calls with the same folder only read what is there.
+    """
+    from cloud.ml.publish import bundles_dir, ensure_signing_key
+    from cloud.ml.training import torch_predict
+    from edge.serving.keys import PUBLIC_KEY_FILE
+
+    out = bundles_dir(artifacts_dir)
+    reference = out / REFERENCE_FILE
+    if not reference.exists():
+        split = digits_split(seed)
+        models = get_models(Path(artifacts_dir), split, seed=seed, epochs=epochs, keras_epochs=keras_epochs)
+        key = ensure_signing_key(artifacts_dir)
+        publish_digits_bundles(models, split, out, key, seed=seed)
+        np.savez(reference, torch=torch_predict(models.torch_model, split.x_test),
+                 keras=np.asarray(models.keras_model(as_images(split.x_test, "NHWC"), training=False)))
+    from cloud.ml.publish import FRAMES_FILE
+
+    with np.load(reference) as data:
+        logits = {"torch": data["torch"], "keras": data["keras"]}
+    with np.load(out / FRAMES_FILE) as frames:
+        x_test, y_test = frames["x"], frames["y"]
+    return {
+        "dir": Path(artifacts_dir),
+        "bundles": {kind: out / f"{BUNDLE_PREFIX}-{kind}@1" for kind in BUNDLE_KINDS},
+        "public_key": out / PUBLIC_KEY_FILE,
+        "signing_key": Path(artifacts_dir) / "keys" / "signing_key.pem",
+        "frames": out / FRAMES_FILE,
+        "x_test": x_test,
+        "y_test": y_test,
+        "reference": {kind: logits["torch" if kind.startswith("onnx") else "keras"] for kind in BUNDLE_KINDS},
+    }

@@ -1,0 +1,213 @@
+"""Benchmark federated rounds on this machine: round time and its non-training part for 1-10 SuperNodes.
+
+For each number of SuperNodes it starts a SuperLink and the nodes, runs a few FedAvg rounds
+(training messages only), and measures: round wall time, the slowest device's local training
+time (the round's critical path), the rest (overhead), and the memory of each node (SuperNode
+plus the ClientApp processes it starts, peak resident set). Separately it times what one
+ClientApp process costs to start with Flower's runtime alone, with the kit's ClientApp, and with
+torch (what a heavier ClientApp would pay), and runs once with Flower's stock 3 s reply polling.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+SUPERNODE_IDLE_POLL_S = 3.0  # flwr/supernode/start_client_internal.py sleeps 3 s when no message is waiting
+STOCK_GRID_POLL_S = 3.0  # flwr's Grid.send_and_receive sleeps 3 s between reply pulls
+TARGET_MEMORY_GB = 8.0
+IMPORTS = {  # name: (already imported, measured)
+    "Flower ClientApp runtime": ("", "import flwr.supernode.cli.flwr_clientapp"),
+    "+ kit ClientApp (numpy MLP)": ("", "import flwr.supernode.cli.flwr_clientapp, edge.federated.client_app"),
+    "+ torch (if the ClientApp used it)": ("", "import flwr.supernode.cli.flwr_clientapp, edge.federated.client_app, torch"),
+    "kit's own imports, after Flower's": ("import flwr.supernode.cli.flwr_clientapp", "import edge.federated.client_app"),
+}
+
+
+def group_rss_mb(pgid: int) -> float:
+    """Resident memory (MB) of every process in a process group (a SuperNode and its ClientApps)."""
+    total_kb = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            if int(fields[2]) != pgid:  # field 5 of stat: the process group
+                continue
+            with open(f"/proc/{entry.name}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        total_kb += int(line.split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total_kb / 1024
+
+
+class MemorySampler:
+    """Samples each SuperNode group's RSS every interval seconds in a background thread; keeps the peaks."""
+
+    def __init__(self, pgids: list[int], interval: float = 0.5) -> None:
+        self.pgids = pgids
+        self.interval = interval
+        self.peak = {pgid: 0.0 for pgid in pgids}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            for pgid in self.pgids:
+                self.peak[pgid] = max(self.peak[pgid], group_rss_mb(pgid))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def import_cost(preload: str, statement: str, repeats: int = 5) -> dict[str, float]:
+    """Median wall seconds of a fresh Python process running preload then statement, the statement's own
+    import seconds, and the process's peak RSS (MB)."""
+    code = f"import time, resource; {preload or 'pass'}; t = time.perf_counter(); {statement}; " \
+           "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    seconds, own, rss = [], [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        total = time.perf_counter() - start
+        if done.returncode != 0:
+            raise RuntimeError(f"`{statement}` failed: {done.stderr.strip()[-500:]}")
+        import_s, maxrss_kb = done.stdout.split()
+        seconds.append(total)
+        own.append(float(import_s))
+        rss.append(int(maxrss_kb) / 1024)
+    return {"seconds": statistics.median(seconds), "import_seconds": statistics.median(own),
+            "rss_mb": statistics.median(rss)}
+
+
+def bench_nodes(run_path: Path, nodes: int, rounds: int, seed: int, poll_interval: float,
+                console: Console) -> dict[str, Any]:
+    """Start a SuperLink and ``nodes`` SuperNodes, run FedAvg rounds, return round times and memory."""
+    from cloud.federated.server_app import FlConfig
+    from cloud.federated.federation import Federation
+    from cloud.federated.partition import write_digits_federation
+    from cloud.stack.procs import free_port
+    from cloud.settings import StackSettings
+    from cloud.stack.local import LocalStack
+
+    folder = run_path / f"nodes-{nodes}-poll-{poll_interval:g}"
+    _, test_path = write_digits_federation(folder / "data", nodes, [("iid", None)], seed)
+    settings = StackSettings(superlink_address=f"127.0.0.1:{free_port()}", stack_dir=folder / "stack")
+    stack = LocalStack(settings, folder / "stack", console=console)
+    stack.up(["superlink"])
+    try:
+        federation = Federation(settings.superlink_address, folder / "federation", nodes, folder / "data",
+                                console=console, health_timeout_s=180)
+        start = time.monotonic()
+        with federation:
+            online_s = time.monotonic() - start
+            idle_mb = [group_rss_mb(pid) for pid in federation.pids()]
+            config = FlConfig(num_server_rounds=rounds, min_nodes=nodes, round_timeout=300, seed=seed,
+                              test_path=str(test_path), evaluate_every=-1, poll_interval=poll_interval)
+            with MemorySampler(federation.pids()) as sampler:
+                result = federation.run(config, folder / "out", timeout=900)
+            peak_mb = list(sampler.peak.values())
+    finally:
+        stack.down()
+    # Round 1 also installs the app (FAB) on every node: steady-state numbers use the later rounds.
+    steady = result.rounds[1:] or result.rounds
+    round_s = [r["seconds"] for r in steady]
+    train_s = [max(t["train_seconds"] for t in r["train"]) for r in steady]
+    return {
+        "nodes": nodes, "poll_interval": poll_interval, "online_s": online_s,
+        "round_s": statistics.mean(round_s), "first_round_s": result.rounds[0]["seconds"],
+        "train_s": statistics.mean(train_s), "overhead_s": statistics.mean(round_s) - statistics.mean(train_s),
+        "idle_node_mb": statistics.mean(idle_mb), "peak_node_mb": max(peak_mb), "peak_total_mb": sum(peak_mb),
+        "accuracy": result.rounds[-1]["central"]["accuracy"], "run_s": result.seconds,
+    }
+
+
+def main(run, console: Console, *tokens: str) -> dict[str, Any]:
+    """``cloud bench fl [quick=1] [nodes=1,3,5,10] [rounds=3] [seed=0]``: the table, JSON and the largest overhead."""
+    from edge.cli import machine_name
+
+    from cloud.labkit.runner import parse_args
+
+    # nodes and rounds left at 0 take the mode's default: 1,3 nodes and 2 rounds quick, else 1,3,5,10 and 3.
+    options = parse_args(tokens, {"quick": False, "nodes": "", "rounds": 0, "seed": 0})
+    quick, seed = options["quick"], options["seed"]
+    counts = [int(n) for n in (options["nodes"] or ("1,3" if quick else "1,3,5,10")).split(",")]
+    rounds = options["rounds"] or (2 if quick else 3)
+    console.print(f"machine: {machine_name()}")
+
+    console.rule("ClientApp process start: one fresh Python per message")
+    imports = {name: import_cost(*pair) for name, pair in IMPORTS.items()}
+    table = Table(title="start cost of one ClientApp process (median of 5)")
+    for column in ("imports", "process wall s", "import s", "peak RSS MB"):
+        table.add_column(column)
+    for name, cost in imports.items():
+        table.add_row(name, f"{cost['seconds']:.2f}", f"{cost['import_seconds']:.3f}", f"{cost['rss_mb']:.0f}")
+    console.print(table)
+
+    rows = []
+    for n in counts:
+        console.rule(f"{n} SuperNode{'s' if n > 1 else ''}, {rounds} rounds")
+        rows.append(bench_nodes(run.path, n, rounds, seed, 0.2, console))
+        console.print(f"{n} nodes: round {rows[-1]['round_s']:.1f} s, training {rows[-1]['train_s']:.3f} s")
+    stock_n = 3 if 3 in counts else counts[0]
+    console.rule(f"{stock_n} SuperNodes with Flower's stock {STOCK_GRID_POLL_S:g} s reply polling")
+    stock = bench_nodes(run.path, stock_n, rounds, seed, STOCK_GRID_POLL_S, console)
+
+    table = Table(title=f"federated rounds on this machine ({rounds} rounds, train messages only; steady rounds)")
+    for column in ("SuperNodes", "round s", "local training s", "overhead s", "first round s", "online s",
+                   "MB per node (idle)", "MB per node (peak)", "MB total (peak)"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(str(r["nodes"]), f"{r['round_s']:.2f}", f"{r['train_s']:.3f}", f"{r['overhead_s']:.2f}",
+                      f"{r['first_round_s']:.1f}", f"{r['online_s']:.1f}", f"{r['idle_node_mb']:.0f}",
+                      f"{r['peak_node_mb']:.0f}", f"{r['peak_total_mb']:.0f}")
+    console.print(table)
+
+    clientapp_s = imports["+ kit ClientApp (numpy MLP)"]["seconds"]
+    kit_part = imports["kit's own imports, after Flower's"]["import_seconds"]
+    cores = os.cpu_count() or 1
+    poll_s = SUPERNODE_IDLE_POLL_S / 2
+    console.print("where a round's overhead goes (estimates from the measured parts):")
+    for r in rows:
+        # One ClientApp start per node per round; they run in parallel on the machine's cores.
+        starts_s = max(clientapp_s, r["nodes"] * clientapp_s / cores)
+        parts = {"ClientApp process starts (one fresh Python + Flower imports per message)": starts_s,
+                 "SuperNode idle polling (3 s sleep between pulls; mean wait)": poll_s,
+                 "server reply polling (kit's PollingGrid, 0.2 s; mean wait)": 0.1}
+        r["overhead_parts_s"] = parts
+        r["largest_overhead"] = max(parts, key=parts.get)
+        console.print(f"  {r['nodes']:>2} nodes: overhead {r['overhead_s']:.2f} s of {r['round_s']:.2f} s "
+                      f"(training {r['train_s'] * 1000:.0f} ms); "
+                      + "; ".join(f"{name.split(' (')[0]} ~{v:.2f} s" for name, v in parts.items())
+                      + f"  -> largest: {r['largest_overhead'].split(' (')[0]}")
+    largest = rows[-1]["largest_overhead"]
+    console.print(f"the kit's own imports add {kit_part * 1000:.1f} ms to a ClientApp start; torch would add "
+                  f"{imports['+ torch (if the ClientApp used it)']['seconds'] - clientapp_s:.2f} s and "
+                  f"{imports['+ torch (if the ClientApp used it)']['rss_mb'] - imports['+ kit ClientApp (numpy MLP)']['rss_mb']:.0f} MB")
+    console.print(f"stock Grid polling ({STOCK_GRID_POLL_S:g} s) with {stock_n} nodes: round {stock['round_s']:.2f} s "
+                  f"vs {next(r['round_s'] for r in rows if r['nodes'] == stock_n):.2f} s with 0.2 s polling")
+    biggest = max(rows, key=lambda r: r["nodes"])
+    fits = biggest["peak_total_mb"] / 1024 < TARGET_MEMORY_GB
+    console.print(f"{biggest['nodes']} SuperNodes peaked at {biggest['peak_total_mb'] / 1024:.2f} GB together: "
+                  f"{'fits' if fits else 'does NOT fit'} in {TARGET_MEMORY_GB:g} GB")
+    return {"machine": machine_name(), "rounds": rounds, "clientapp_start": imports, "rows": rows,
+            "stock_grid": stock, "largest_overhead": largest,
+            "fits_memory_target": fits}

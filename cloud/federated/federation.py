@@ -1,0 +1,427 @@
+"""Run federated learning for real: one SuperNode process per device, runs submitted with ``flwr run``.
+
+``Federation`` starts SuperNodes against a running SuperLink (each with its own FLWR_HOME and
+Runtime API port), waits until the SuperLink lists them online, submits the Flower app in
+``cloud/federated/fedapp`` with ``flwr run``, follows the ServerApp's journal (a line per round), and then
+reads the run's final status with ``flwr ls``. Since ``flwr run`` exits 0 even when every client
+failed, a run counts as good only when the SuperLink says ``finished:completed`` and the journal
+says ``completed``; otherwise ``FederationError`` carries the clients' own error messages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from cloud.stack import procs
+from cloud.federated.server_app import METRICS_FILE, MODEL_FILE, FederationError, FlConfig, run_config_string
+from cloud.stack.local import venv_env
+
+APP_DIR = Path(__file__).resolve().parent / "fedapp"
+CONNECTION = "kit"
+FIRST_SUPERNODE_PORT = 9094
+
+
+@dataclass
+class SuperNodeProcess:
+    """One device's SuperNode: its partition, Runtime API port, FLWR_HOME and process."""
+
+    partition_id: int
+    port: int
+    home: Path
+    log: Path
+    proc: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """Process id while started."""
+        return None if self.proc is None else self.proc.pid
+
+
+@dataclass
+class FlResult:
+    """What a finished run left: its id, status, journal, model file and wall time."""
+
+    run_id: int
+    status: str
+    journal: dict[str, Any]
+    model_path: Path
+    seconds: float
+    out_dir: Path
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+
+
+def flower_bin(name: str) -> str:
+    """Path of a Flower command in this Python's bin folder (flwr, flower-supernode)."""
+    return str(Path(sys.executable).parent / name)
+
+
+def supernode_command(superlink_address: str, partition_id: int, port: int, data_dir: Path,
+                      ca: Path | None = None, host: str = "127.0.0.1") -> list[str]:
+    """The flower-supernode command line for one device (TLS when a CA is given)."""
+    security = ["--root-certificates", str(ca)] if ca else ["--insecure"]
+    node_config = f'partition-id={partition_id} data-dir="{Path(data_dir).resolve()}"'
+    return [flower_bin("flower-supernode"), *security, "--superlink", superlink_address,
+            "--host", host, "--port", str(port), "--node-config", node_config]
+
+
+def _wait_group_gone(pgid: int, timeout: float = 5.0) -> None:
+    """Wait until no process is left in a process group (a SuperNode's ClientApps); SIGKILL what lingers."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def write_cli_config(home: Path, superlink_address: str, ca: Path | None = None) -> Path:
+    """Write ``$FLWR_HOME/config.toml`` with the ``kit`` connection the flwr CLI uses."""
+    home.mkdir(parents=True, exist_ok=True)
+    security = f'root-certificates = "{Path(ca).resolve()}"' if ca else "insecure = true"
+    path = home / "config.toml"
+    path.write_text(f'[superlink]\ndefault = "{CONNECTION}"\n\n'
+                    f'[superlink.{CONNECTION}]\naddress = "{superlink_address}"\n{security}\n')
+    return path
+
+
+class Federation:
+    """SuperNodes for ``devices`` devices pointed at one SuperLink, and the runs submitted to it.
+
+    Use it as a context manager: every SuperNode it started is stopped, by process id, on exit.
+    """
+
+    def __init__(self, superlink_address: str, work_dir: Path, devices: int, data_dir: Path,
+                 ca: Path | None = None, console: Console | None = None,
+                 health_timeout_s: float = 60.0, first_port: int | None = None,
+                 app_dir: Path = APP_DIR) -> None:
+        if devices < 0:
+            raise ValueError(f"devices must be >= 0 (0: only submit runs to nodes started elsewhere), got {devices}")
+        self.superlink_address = superlink_address
+        self.app_dir = Path(app_dir).resolve()  # the Flower app `flwr run` submits (lab 11: cloud/federated/fedapp_private)
+        self.work_dir = Path(work_dir).resolve()
+        self.data_dir = Path(data_dir).resolve()
+        self.ca = Path(ca).resolve() if ca else None  # the CA that signed the SuperLink's certificate: TLS on
+        self.console = console or Console(stderr=True)
+        self.health_timeout_s = health_timeout_s
+        self.cli_home = self.work_dir / "flwr-cli"
+        write_cli_config(self.cli_home, superlink_address, self.ca)
+        self.nodes = [
+            SuperNodeProcess(i, first_port + i if first_port else procs.free_port(),
+                             self.work_dir / f"supernode-{i}", self.work_dir / "logs" / f"supernode-{i}.log")
+            for i in range(devices)
+        ]
+
+    # ------------------------------------------------------------------ SuperNodes
+
+    def start(self) -> None:
+        """Start every SuperNode and wait until the SuperLink lists them all online."""
+        try:
+            for node in self.nodes:
+                self.start_node(node.partition_id, wait=False)
+            if self.nodes:
+                self.wait_online(len(self.nodes))
+        except BaseException:
+            self.stop()
+            raise
+
+    def start_node(self, partition_id: int, wait: bool = True) -> SuperNodeProcess:
+        """Start (or restart) one device's SuperNode; with wait, until its Runtime API answers."""
+        node = self.nodes[partition_id]
+        if node.proc is not None and node.proc.poll() is None:
+            raise RuntimeError(f"SuperNode {partition_id} already runs (pid {node.pid})")
+        procs.ensure_port_free("127.0.0.1", node.port, f"the Runtime API port of SuperNode {partition_id}")
+        cmd = supernode_command(self.superlink_address, partition_id, node.port, self.data_dir,
+                                self.ca)
+        node.proc = procs.start_process(cmd, node.log, env=venv_env({"FLWR_HOME": str(node.home)}))
+        if wait:
+            procs.wait_until(lambda: procs.port_answers("127.0.0.1", node.port),
+                             f"SuperNode {partition_id} Runtime API on port {node.port}",
+                             self.health_timeout_s, node.proc, node.log)
+        return node
+
+    def kill_node(self, partition_id: int) -> None:
+        """Kill one SuperNode and its ClientApp processes at once (SIGKILL: a device losing power)."""
+        node = self.nodes[partition_id]
+        if node.proc is None:
+            return
+        try:
+            os.killpg(node.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        node.proc.wait(timeout=10)
+
+    def wait_online(self, count: int, timeout: float | None = None) -> float:
+        """Wait until the SuperLink lists at least ``count`` SuperNodes online; returns seconds."""
+        def enough() -> bool:
+            for node in self.nodes:
+                if node.proc is not None and node.proc.poll() is not None:
+                    raise procs.HealthCheckError(
+                        f"SuperNode {node.partition_id} exited with code {node.proc.returncode}; "
+                        f"{procs.log_tail(node.log)}")
+            return len(self.online_nodes()) >= count
+
+        return procs.wait_until(enough, f"{count} SuperNodes online at {self.superlink_address}",
+                                timeout or self.health_timeout_s, interval=0.5)
+
+    def online_nodes(self) -> list[str]:
+        """Node ids the SuperLink lists as online (``flwr supernode ls``)."""
+        reply = self._flwr(["supernode", "ls", CONNECTION, "--format", "json"], check=False)
+        try:
+            nodes = json.loads(reply.stdout).get("nodes", [])
+        except json.JSONDecodeError:
+            return []
+        return [n["node-id"] for n in nodes if n.get("status") == "online"]
+
+    def stop(self) -> None:
+        """Stop every SuperNode this object started, by process id, and wait until its ClientApps are gone too."""
+        for node in self.nodes:
+            if node.proc is not None:
+                procs.stop_pid(node.proc.pid)
+                if node.proc.poll() is None:
+                    node.proc.wait(timeout=5)
+                _wait_group_gone(node.proc.pid)
+
+    def pids(self) -> list[int]:
+        """Process ids of the SuperNodes started."""
+        return [n.proc.pid for n in self.nodes if n.proc is not None]
+
+    def __enter__(self) -> Federation:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ runs
+
+    def _flwr(self, args: list[str], check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+        """Run the flwr CLI with this federation's FLWR_HOME."""
+        done = subprocess.run([flower_bin("flwr"), *args], capture_output=True, text=True, timeout=timeout,
+                              env=venv_env({"FLWR_HOME": str(self.cli_home)}))
+        if check and done.returncode != 0:
+            raise FederationError(f"`flwr {' '.join(args)}` exited {done.returncode}: "
+                                  f"{(done.stderr or done.stdout).strip()[-2000:]}")
+        return done
+
+    def submit(self, config: FlConfig) -> int:
+        """Submit the Flower app with these settings; returns the run id."""
+        done = self._flwr(["run", str(self.app_dir), CONNECTION, "--format", "json",
+                           "--run-config", run_config_string(config.run_config())])
+        try:
+            payload = json.loads(done.stdout[done.stdout.index("{"):])
+            return int(payload["run-id"])
+        except (ValueError, KeyError) as exc:
+            raise FederationError(f"could not read the run id from `flwr run`: {done.stdout!r}") from exc
+
+    def run_status(self, run_id: int) -> str:
+        """The SuperLink's status of a run, e.g. 'running' or 'finished:completed'."""
+        done = self._flwr(["ls", CONNECTION, "--run-id", str(run_id), "--format", "json"], check=False)
+        try:
+            runs = json.loads(done.stdout[done.stdout.index("{"):]).get("runs", [])
+        except ValueError:
+            return "unknown"
+        return str(runs[0].get("status", "unknown")) if runs else "unknown"
+
+    def run_log(self, run_id: int) -> str:
+        """The ServerApp's log of a run (``flwr log --show``)."""
+        return self._flwr(["log", str(run_id), CONNECTION, "--show"], check=False, timeout=30).stdout
+
+    def run(self, config: FlConfig, out_dir: Path, timeout: float = 600,
+            on_round: Callable[[dict[str, Any]], None] | None = None,
+            during: Callable[[dict[str, Any]], None] | None = None) -> FlResult:
+        """Submit a run, follow it to the end and return its results; FederationError if it failed.
+
+        ``on_round(entry)`` is called once per finished round; ``during(journal)`` on every journal
+        change (the kill-a-node experiment uses it to act in the middle of a round).
+        """
+        results = self.run_many({"run": (config, out_dir)}, timeout,
+                                on_round=(lambda _, entry: on_round(entry)) if on_round else None,
+                                during=(lambda _, journal: during(journal)) if during else None)
+        return results["run"]
+
+    def run_many(self, runs: dict[str, tuple[FlConfig, Path]], timeout: float = 600,
+                 on_round: Callable[[str, dict[str, Any]], None] | None = None,
+                 during: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, FlResult]:
+        """Submit several runs at once (the SuperNodes serve them side by side) and follow all to the end.
+
+        Returns results by name; raises FederationError naming the first run that failed.
+        """
+        start = time.monotonic()
+        followers = []
+        for name, (config, out_dir) in runs.items():
+            out_dir = Path(out_dir).resolve()
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / METRICS_FILE).unlink(missing_ok=True)
+            config = replace(config, out_dir=str(out_dir))  # keeps a subclass's own settings
+            followers.append(_RunFollower(name, self.submit(config), out_dir, time.monotonic()))
+        while any(not f.finished for f in followers):
+            for follower in followers:
+                if not follower.finished:
+                    follower.poll(self, on_round, during)
+            if time.monotonic() - start > timeout:
+                late = [f"{f.name} (run {f.run_id}, '{f.status}')" for f in followers if not f.finished]
+                raise FederationError(f"runs still going after {timeout:.0f} s: {', '.join(late)}; journals under "
+                                      f"their out-dirs; SuperNode logs under {self.work_dir / 'logs'}")
+            time.sleep(0.2)
+        results = {}
+        for f in followers:
+            if f.status != "finished:completed" or f.journal.get("status") != "completed":
+                raise FederationError(self._explain_failure(f.run_id, f.status, f.journal, f.journal_path))
+            results[f.name] = FlResult(f.run_id, f.status, f.journal, f.out_dir / MODEL_FILE,
+                                       f.finished_at - f.submitted_at, f.out_dir, f.journal["rounds"])
+        return results
+
+    def _explain_failure(self, run_id: int, status: str, journal: dict[str, Any], journal_path: Path) -> str:
+        """A message naming the run, its status, and the clients' errors or the ServerApp's log tail."""
+        errors = [e for entry in journal.get("rounds", []) for e in entry.get("errors", [])]
+        lines = [f"federated run {run_id} failed (SuperLink status {status!r}, journal "
+                 f"{journal.get('status', 'missing')!r} at {journal_path})"]
+        if errors:
+            lines += [f"  node {e['node_id']} ({e['phase']}): {e['reason']}" for e in errors[:5]]
+        if journal.get("error") and not errors:
+            lines.append(f"  ServerApp: {journal['error']}")
+        if not errors and not journal.get("error"):
+            lines.append("  ServerApp log tail:\n" + "\n".join(self.run_log(run_id).splitlines()[-15:]))
+        return "\n".join(lines)
+
+
+@dataclass
+class _RunFollower:
+    """Follows one submitted run: reads its journal as it grows and asks the SuperLink for its status."""
+
+    name: str
+    run_id: int
+    out_dir: Path
+    submitted_at: float
+    status: str = "unknown"
+    journal: dict[str, Any] = field(default_factory=dict)
+    finished_at: float = 0.0
+    _text: str = ""
+    _reported: set = field(default_factory=set)
+    _last_change: float = field(default_factory=time.monotonic)
+    _last_check: float = field(default_factory=time.monotonic)
+
+    @property
+    def journal_path(self) -> Path:
+        """The ServerApp's metrics file for this run."""
+        return self.out_dir / METRICS_FILE
+
+    @property
+    def finished(self) -> bool:
+        """True once the SuperLink reports the run finished."""
+        return self.status.startswith("finished")
+
+    def poll(self, federation: Federation, on_round, during) -> None:
+        """Read the journal if it changed (calling the callbacks) and check the status when due."""
+        self._read(on_round, during)
+        now = time.monotonic()
+        # Each `flwr ls` costs about a second of CPU: ask when the journal says the run ended,
+        # or when it has been quiet for a while (a ServerApp that died before writing it).
+        quiet = now - self._last_change > 10 and now - self._last_check > 10
+        if self.journal.get("status") in ("completed", "failed") or quiet:
+            self.status, self._last_check = federation.run_status(self.run_id), now
+            if self.finished:
+                self.finished_at = now
+                self._read(on_round, during)
+
+    def _read(self, on_round, during) -> None:
+        """Reload the journal if it changed; call during(name, journal) and on_round(name, entry) for new rounds."""
+        if not self.journal_path.exists():
+            return
+        text = self.journal_path.read_text()
+        if text == self._text:
+            return
+        self._text, self.journal, self._last_change = text, json.loads(text), time.monotonic()
+        if during:
+            during(self.name, self.journal)
+        for entry in self.journal["rounds"]:
+            if "central" in entry and entry["round"] not in self._reported:
+                self._reported.add(entry["round"])
+                if on_round:
+                    on_round(self.name, entry)
+
+
+@dataclass
+class NodeDropout:
+    """Kill one SuperNode (SIGKILL) as a round's training starts; restart it once that round has ended.
+
+    Pass it as ``during`` to ``Federation.run``; ``killed_at``/``restarted_at`` say when it acted.
+    """
+
+    federation: Federation
+    partition_id: int
+    round: int
+    console: Console | None = None
+    killed_at: float | None = None
+    restarted_at: float | None = None
+
+    def __call__(self, journal: dict[str, Any]) -> None:
+        """Act on the journal's latest state."""
+        entry = next((e for e in journal.get("rounds", []) if e["round"] == self.round), None)
+        if entry is None:
+            return
+        if self.killed_at is None and "train" in entry["sampled"]:
+            self.federation.kill_node(self.partition_id)
+            self.killed_at = time.monotonic()
+            self._say(f"round {self.round}: killed SuperNode {self.partition_id} (SIGKILL) while it trains")
+        elif self.killed_at is not None and self.restarted_at is None and "central" in entry:
+            self.federation.start_node(self.partition_id)
+            self.restarted_at = time.monotonic()
+            self._say(f"round {self.round} ended without it; restarted SuperNode {self.partition_id}")
+
+    def _say(self, text: str) -> None:
+        """Print a line when a console was given."""
+        if self.console is not None:
+            self.console.print(f"[yellow]{text}[/]")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Submit one run to a SuperLink whose SuperNodes run elsewhere (compose, Raspberry Pis) and follow it."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m cloud.federated.federation", description=main.__doc__)
+    parser.add_argument("--superlink", default="127.0.0.1:8000", help="SuperLink address (SUPERLINK_ADDRESS)")
+    parser.add_argument("--ca", type=Path, help="CA certificate when the SuperLink runs with TLS (certs/ca.pem)")
+    parser.add_argument("--nodes", type=int, default=1, help="wait until this many SuperNodes are online")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the journal and the final model; "
+                        "it must be writable by the ServerApp process (the SuperLink's host or container)")
+    parser.add_argument("--test-path", type=Path, required=True, help="central_test.npz from `python -m cloud.federated.partition`")
+    parser.add_argument("--run-config", default="", help="more overrides, e.g. 'num-server-rounds=5 strategy=\"fedprox\"'")
+    parser.add_argument("--work-dir", type=Path, default=Path("runs/federation-cli"))
+    args = parser.parse_args(argv)
+    import tomllib
+
+    console = Console()
+    overrides = tomllib.loads("\n".join(args.run_config.split())) if args.run_config else {}
+    values = {**FlConfig().run_config(), **overrides, "min-nodes": args.nodes, "test-path": str(args.test_path.resolve())}
+    config = FlConfig.from_run_config(values)
+    federation = Federation(args.superlink, args.work_dir, 0, args.work_dir, ca=args.ca, console=console,
+                            health_timeout_s=600)
+    console.print(f"waiting for {args.nodes} SuperNode(s) at {args.superlink} ...")
+    federation.wait_online(args.nodes)
+    from cloud.federated.results import round_line
+
+    result = federation.run(config, args.out, timeout=3600,
+                            on_round=lambda entry: console.print(round_line(config.strategy, entry, config.num_server_rounds)))
+    console.print(f"run {result.run_id}: {result.status} in {result.seconds:.1f} s; final model {result.model_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

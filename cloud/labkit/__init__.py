@@ -1,0 +1,1 @@
+"""The lab runner, run folders and plots. May import cloud.stack."""
