@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from edge.federated.supernode import FlowerNotFound, claim_partition, flower_executable, supernode_command
 from edge.serving.keys import PUBLIC_KEY_FILE
 
 FRAMES_FILE = "digits_test_frames.npz"
@@ -50,7 +51,8 @@ def resolve_frames(args) -> Path:
 
 def open_verified(args):
     """Load the public key and the bundle, verify it and open a runner; exit 2 with the reason if refused."""
-    from edge.serving.bundle import BundleError, load_bundle
+    from edge.serving.bundle import load_bundle
+    from edge.serving.manifest import BundleError
     from edge.serving.keys import KeyFileError, load_public_key
     from edge.serving.runners import open_runner
 
@@ -227,29 +229,6 @@ def cmd_join(args) -> int:
     return 0
 
 
-def supernode_command(superlink: str, partition_id: int, data_dir: Path, port: int,
-                      root_certificates: Path | None) -> list[str]:
-    """The flower-supernode command that makes this device a federated-learning client of the SuperLink."""
-    security = ["--root-certificates", str(root_certificates)] if root_certificates else ["--insecure"]
-    node_config = f'partition-id={partition_id} data-dir="{Path(data_dir).expanduser().resolve()}"'
-    return [str(Path(sys.executable).parent / "flower-supernode"), *security, "--superlink", superlink,
-            "--port", str(port), "--node-config", node_config]
-
-
-def claim_partition(data_dir: Path) -> int:
-    """The lowest partition number no other device has claimed in data_dir/claims/ (atomic, for scaled containers)."""
-    claims = Path(data_dir).expanduser() / "claims"
-    claims.mkdir(parents=True, exist_ok=True)
-    for number in range(10_000):
-        try:
-            with open(claims / f"device-{number}", "x") as claim:
-                claim.write(socket.gethostname() + "\n")
-            return number
-        except FileExistsError:
-            continue
-    raise RuntimeError(f"no free partition number in {claims}; delete the claims folder to start over")
-
-
 def start_supernode(args, superlink_host: str, superlink_ok: bool) -> int:
     """Replace this process with a SuperNode pointed at the cloud's SuperLink (Ctrl-C stops it)."""
     if not superlink_ok:
@@ -268,6 +247,11 @@ def start_supernode(args, superlink_host: str, superlink_ok: bool) -> int:
     if not Path(args.data_dir).expanduser().is_dir():
         print(f"edge: --data-dir {args.data_dir}: no such folder; copy this device's partitions there", file=sys.stderr)
         return 2
+    try:
+        flower_executable("flower-supernode")  # before claiming: a device without Flower must not use up a partition
+    except FlowerNotFound as exc:
+        print(f"edge: {exc}", file=sys.stderr)
+        return 2
     partition_id = claim_partition(Path(args.data_dir)) if args.partition_id == "auto" else int(args.partition_id)
     cmd = supernode_command(f"{superlink_host}:{args.superlink_port}", partition_id, Path(args.data_dir),
                             args.supernode_port, Path(args.root_certificates) if args.root_certificates else None)
@@ -276,7 +260,8 @@ def start_supernode(args, superlink_host: str, superlink_ok: bool) -> int:
         return 0
     if args.flwr_home:
         os.environ["FLWR_HOME"] = str(Path(args.flwr_home).expanduser())
-    os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
+    # The SuperNode starts Flower's other executables (flwr-clientapp, flower-superexec) from PATH: its own folder first.
+    os.environ["PATH"] = str(Path(cmd[0]).parent) + os.pathsep + os.environ.get("PATH", "")
     os.execv(cmd[0], cmd)
     return 0  # not reached: execv replaced this process
 

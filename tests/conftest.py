@@ -20,11 +20,23 @@ TIERS = ("unit", "integration", "labs")
 
 
 def pytest_collection_modifyitems(config, items):
-    """Mark each test with the tier named by its folder."""
+    """Mark each test with the tier named by its folder; the kit's own doctests are unit tests."""
     for item in items:
-        parts = Path(str(item.fspath)).relative_to(ROOT / "tests").parts
+        path = Path(str(item.fspath))
+        if not path.is_relative_to(ROOT / "tests"):
+            item.add_marker(pytest.mark.unit)  # a ``>>>`` example in edge/ or cloud/
+            continue
+        parts = path.relative_to(ROOT / "tests").parts
         if parts and parts[0] in TIERS:
             item.add_marker(getattr(pytest.mark, parts[0]))
+
+
+@pytest.fixture(scope="session")
+def edge_artifacts(tmp_path_factory):
+    """Lab 04's four signed bundles (ONNX/TFLite x fp32/int8), keys, frames and reference logits, built once."""
+    from cloud.ml.edge_artifacts import build_edge_artifacts
+
+    return build_edge_artifacts(tmp_path_factory.getbasetemp() / "edge-artifacts", seed=0)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -1,27 +1,28 @@
 """Edge runtime benchmark: torch eager vs ONNX Runtime and LiteRT (fp32, int8) on the same digits inputs.
 
-``main(run, console)`` is what ``cloud bench edge`` / ``make bench-edge`` calls. Lab 04 uses the
-same pieces: ``get_models`` (lab 03's CNNs or quickly trained ones), ``publish_digits_bundles``
-and ``compare_runtimes``.
+``main(run, console)`` is what ``cloud bench edge`` / ``make bench-edge`` calls. Lab 04 compares its
+runtimes with the same ``compare_runtimes``; the models and bundles come from cloud.ml.edge_artifacts.
 """
 
 from __future__ import annotations
 
 import io
-import os
-import platform
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cloud.ml.data import DigitsSplit, as_images, digits_split
+from cloud.ml.edge_artifacts import (
+    EdgeModels,
+    get_models,
+    publish_digits_bundles,
+    set_single_thread,
+)
+from edge.machine import machine_name
 
-BUNDLE_KINDS = ("onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8")
-BUNDLE_PREFIX = "digits-cnn"
 TORCH_EAGER = "torch eager fp32"
 RUNTIME_LABELS = {
     "onnx-fp32": "ONNX Runtime fp32",
@@ -31,79 +32,14 @@ RUNTIME_LABELS = {
 }
 
 
-@dataclass
-class EdgeModels:
-    """The two trained CNNs the edge formats are made from, and where they came from."""
-
-    torch_model: Any
-    keras_model: Any
-    origin: str  # a sentence for the console: loaded from lab 03 or trained here
 
 
-def machine_name() -> str:
-    """A short description of this machine for benchmark output."""
-    uname = platform.uname()
-    cpu = platform.processor() or uname.machine
-    return f"{uname.node} {uname.system} {uname.release} {cpu} ({os.cpu_count()} cores), Python {platform.python_version()}"
 
 
-def set_single_thread() -> None:
-    """One thread for torch (measured: 2 threads can be 10x slower while another process holds a core)."""
-    import torch
-
-    torch.set_num_threads(1)
 
 
-def get_models(artifacts_dir: Path, split: DigitsSplit, seed: int = 42, epochs: int = 15,
-               keras_epochs: int = 10) -> EdgeModels:
-    """Lab 03's trained CNNs from ``artifacts_dir/lab-03`` when both are there, else train both here."""
-    from cloud.ml.training import KERAS_CNN_FILE, TORCH_CNN_FILE, load_torch_cnn, train_keras, train_torch
-
-    set_single_thread()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before Keras loads TensorFlow
-    folder = Path(artifacts_dir) / "lab-03"
-    if (folder / TORCH_CNN_FILE).exists() and (folder / KERAS_CNN_FILE).exists():
-        import keras
-
-        return EdgeModels(load_torch_cnn(folder), keras.models.load_model(folder / KERAS_CNN_FILE),
-                          f"loaded lab 03's CNNs from {folder}")
-    from cloud.ml.models import build_keras_cnn, build_torch_cnn
-
-    torch_model = build_torch_cnn()
-    train_torch(torch_model, split, epochs=epochs, seed=seed, device="cpu")
-    torch_model.eval()
-    keras_model = build_keras_cnn()
-    train_keras(keras_model, split, epochs=keras_epochs, seed=seed)
-    return EdgeModels(torch_model, keras_model,
-                      f"no lab 03 models in {folder}: trained both CNNs here "
-                      f"({epochs} torch epochs, {keras_epochs} Keras epochs, seed {seed})")
 
 
-def publish_digits_bundles(models: EdgeModels, split: DigitsSplit, out_dir: Path, signing_key,
-                           version: int = 1, calibration_samples: int = 256, seed: int = 42) -> dict[str, Path]:
-    """Publish the four signed bundles (ONNX fp32/int8, TFLite fp32/int8) and the devices' frames file."""
-    from cloud.ml.publish import FRAMES_FILE, publish_onnx_bundle, publish_tflite_bundle
-    from cloud.ml.training import keras_accuracy, torch_accuracy
-    from edge.serving.sources import save_frames
-
-    rng = np.random.default_rng(seed)
-    pick = rng.choice(len(split.x_train), size=min(calibration_samples, len(split.x_train)), replace=False)
-    calibration = split.x_train[pick]  # N, 64 from the training split, never the test split
-    torch_metrics = {"source_test_accuracy": torch_accuracy(models.torch_model, split.x_test, split.y_test)}
-    keras_metrics = {"source_test_accuracy": keras_accuracy(models.keras_model, split.x_test, split.y_test)}
-    out_dir = Path(out_dir)
-    bundles = {
-        "onnx-fp32": publish_onnx_bundle(models.torch_model, f"{BUNDLE_PREFIX}-onnx-fp32", version, out_dir,
-                                         signing_key, torch_metrics),
-        "onnx-int8": publish_onnx_bundle(models.torch_model, f"{BUNDLE_PREFIX}-onnx-int8", version, out_dir,
-                                         signing_key, torch_metrics, calibration=calibration),
-        "tflite-fp32": publish_tflite_bundle(models.keras_model, f"{BUNDLE_PREFIX}-tflite-fp32", version, out_dir,
-                                             signing_key, keras_metrics),
-        "tflite-int8": publish_tflite_bundle(models.keras_model, f"{BUNDLE_PREFIX}-tflite-int8", version, out_dir,
-                                             signing_key, keras_metrics, representative=calibration),
-    }
-    save_frames(out_dir / FRAMES_FILE, split.x_test, split.y_test)
-    return bundles
 
 
 def latencies_us(predict_one: Callable[[np.ndarray], Any], x: np.ndarray, repeats: int, warmup: int = 50) -> np.ndarray:
@@ -315,41 +251,5 @@ def main(run, console, *tokens: str) -> dict[str, Any]:
     return result
 
 
-REFERENCE_FILE = "reference_logits.npz"
 
 
-def build_edge_artifacts(artifacts_dir: Path, seed: int = 42, epochs: int = 4, keras_epochs: int = 4) -> dict[str, Any]:
-    """Quick CNNs -> the four signed bundles, public key, frames and reference logits under artifacts_dir.
-
-    Used by the test suite's session fixtures: the first call trains and exports (about 30 s),
-    later calls with the same folder only read what is there.
-    """
-    from cloud.ml.publish import bundles_dir, ensure_signing_key
-    from cloud.ml.training import torch_predict
-    from edge.serving.keys import PUBLIC_KEY_FILE
-
-    out = bundles_dir(artifacts_dir)
-    reference = out / REFERENCE_FILE
-    if not reference.exists():
-        split = digits_split(seed)
-        models = get_models(Path(artifacts_dir), split, seed=seed, epochs=epochs, keras_epochs=keras_epochs)
-        key = ensure_signing_key(artifacts_dir)
-        publish_digits_bundles(models, split, out, key, seed=seed)
-        np.savez(reference, torch=torch_predict(models.torch_model, split.x_test),
-                 keras=np.asarray(models.keras_model(as_images(split.x_test, "NHWC"), training=False)))
-    from cloud.ml.publish import FRAMES_FILE
-
-    with np.load(reference) as data:
-        logits = {"torch": data["torch"], "keras": data["keras"]}
-    with np.load(out / FRAMES_FILE) as frames:
-        x_test, y_test = frames["x"], frames["y"]
-    return {
-        "dir": Path(artifacts_dir),
-        "bundles": {kind: out / f"{BUNDLE_PREFIX}-{kind}@1" for kind in BUNDLE_KINDS},
-        "public_key": out / PUBLIC_KEY_FILE,
-        "signing_key": Path(artifacts_dir) / "keys" / "signing_key.pem",
-        "frames": out / FRAMES_FILE,
-        "x_test": x_test,
-        "y_test": y_test,
-        "reference": {kind: logits["torch" if kind.startswith("onnx") else "keras"] for kind in BUNDLE_KINDS},
-    }

@@ -101,7 +101,7 @@ def import_cost(preload: str, statement: str, repeats: int = 5) -> dict[str, flo
 def bench_nodes(run_path: Path, nodes: int, rounds: int, seed: int, poll_interval: float,
                 console: Console) -> dict[str, Any]:
     """Start a SuperLink and ``nodes`` SuperNodes, run FedAvg rounds, return round times and memory."""
-    from cloud.federated.server_app import FlConfig
+    from cloud.federated.config import FlConfig
     from cloud.federated.federation import Federation
     from cloud.federated.partition import write_digits_federation
     from cloud.stack.procs import free_port

@@ -1,1 +1,1 @@
-"""Federated learning on the cloud: Flower ServerApps, strategies, the round journal and running a federation on SuperNodes. May import cloud.ml, cloud.stack and edge."""
+"""Federated learning on the cloud: run config, strategies, round journal, Flower ServerApps, running a federation on SuperNodes, reading results. May import cloud.ml, cloud.private, cloud.stack and edge."""

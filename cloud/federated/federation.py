@@ -10,12 +10,13 @@ says ``completed``; otherwise ``FederationError`` carries the clients' own error
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
 import subprocess
-import sys
 import time
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,9 +24,12 @@ from typing import Any
 
 from rich.console import Console
 
+from cloud.federated.config import METRICS_FILE, MODEL_FILE, FederationError, FlConfig, run_config_string
+from cloud.federated.results import FlResult, round_line
+from cloud.federated.strategies import strategy_class
 from cloud.stack import procs
-from cloud.federated.server_app import METRICS_FILE, MODEL_FILE, FederationError, FlConfig, run_config_string
 from cloud.stack.local import venv_env
+from edge.federated.supernode import flower_executable, supernode_command
 
 APP_DIR = Path(__file__).resolve().parent / "fedapp"
 CONNECTION = "kit"
@@ -46,33 +50,6 @@ class SuperNodeProcess:
     def pid(self) -> int | None:
         """Process id while started."""
         return None if self.proc is None else self.proc.pid
-
-
-@dataclass
-class FlResult:
-    """What a finished run left: its id, status, journal, model file and wall time."""
-
-    run_id: int
-    status: str
-    journal: dict[str, Any]
-    model_path: Path
-    seconds: float
-    out_dir: Path
-    rounds: list[dict[str, Any]] = field(default_factory=list)
-
-
-def flower_bin(name: str) -> str:
-    """Path of a Flower command in this Python's bin folder (flwr, flower-supernode)."""
-    return str(Path(sys.executable).parent / name)
-
-
-def supernode_command(superlink_address: str, partition_id: int, port: int, data_dir: Path,
-                      ca: Path | None = None, host: str = "127.0.0.1") -> list[str]:
-    """The flower-supernode command line for one device (TLS when a CA is given)."""
-    security = ["--root-certificates", str(ca)] if ca else ["--insecure"]
-    node_config = f'partition-id={partition_id} data-dir="{Path(data_dir).resolve()}"'
-    return [flower_bin("flower-supernode"), *security, "--superlink", superlink_address,
-            "--host", host, "--port", str(port), "--node-config", node_config]
 
 
 def _wait_group_gone(pgid: int, timeout: float = 5.0) -> None:
@@ -146,9 +123,11 @@ class Federation:
         if node.proc is not None and node.proc.poll() is None:
             raise RuntimeError(f"SuperNode {partition_id} already runs (pid {node.pid})")
         procs.ensure_port_free("127.0.0.1", node.port, f"the Runtime API port of SuperNode {partition_id}")
-        cmd = supernode_command(self.superlink_address, partition_id, node.port, self.data_dir,
-                                self.ca)
-        node.proc = procs.start_process(cmd, node.log, env=venv_env({"FLWR_HOME": str(node.home)}))
+        cmd = supernode_command(self.superlink_address, partition_id, self.data_dir, node.port, self.ca)
+        env = venv_env({"FLWR_HOME": str(node.home)})
+        # The SuperNode starts Flower's other executables (flwr-clientapp) from PATH: its own folder first.
+        env["PATH"] = str(Path(cmd[0]).parent) + os.pathsep + env["PATH"]
+        node.proc = procs.start_process(cmd, node.log, env=env)
         if wait:
             procs.wait_until(lambda: procs.port_answers("127.0.0.1", node.port),
                              f"SuperNode {partition_id} Runtime API on port {node.port}",
@@ -212,7 +191,7 @@ class Federation:
 
     def _flwr(self, args: list[str], check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
         """Run the flwr CLI with this federation's FLWR_HOME."""
-        done = subprocess.run([flower_bin("flwr"), *args], capture_output=True, text=True, timeout=timeout,
+        done = subprocess.run([flower_executable("flwr"), *args], capture_output=True, text=True, timeout=timeout,
                               env=venv_env({"FLWR_HOME": str(self.cli_home)}))
         if check and done.returncode != 0:
             raise FederationError(f"`flwr {' '.join(args)}` exited {done.returncode}: "
@@ -393,8 +372,6 @@ class NodeDropout:
 
 def main(argv: list[str] | None = None) -> int:
     """Submit one run to a SuperLink whose SuperNodes run elsewhere (compose, Raspberry Pis) and follow it."""
-    import argparse
-
     parser = argparse.ArgumentParser(prog="python -m cloud.federated.federation", description=main.__doc__)
     parser.add_argument("--superlink", default="127.0.0.1:8000", help="SuperLink address (SUPERLINK_ADDRESS)")
     parser.add_argument("--ca", type=Path, help="CA certificate when the SuperLink runs with TLS (certs/ca.pem)")
@@ -405,18 +382,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-config", default="", help="more overrides, e.g. 'num-server-rounds=5 strategy=\"fedprox\"'")
     parser.add_argument("--work-dir", type=Path, default=Path("runs/federation-cli"))
     args = parser.parse_args(argv)
-    import tomllib
-
     console = Console()
     overrides = tomllib.loads("\n".join(args.run_config.split())) if args.run_config else {}
     values = {**FlConfig().run_config(), **overrides, "min-nodes": args.nodes, "test-path": str(args.test_path.resolve())}
     config = FlConfig.from_run_config(values)
+    strategy_class(config.strategy)  # a misspelt strategy fails here, before waiting for SuperNodes
     federation = Federation(args.superlink, args.work_dir, 0, args.work_dir, ca=args.ca, console=console,
                             health_timeout_s=600)
     console.print(f"waiting for {args.nodes} SuperNode(s) at {args.superlink} ...")
     federation.wait_online(args.nodes)
-    from cloud.federated.results import round_line
-
     result = federation.run(config, args.out, timeout=3600,
                             on_round=lambda entry: console.print(round_line(config.strategy, entry, config.num_server_rounds)))
     console.print(f"run {result.run_id}: {result.status} in {result.seconds:.1f} s; final model {result.model_path}")

@@ -27,7 +27,11 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from cloud.federated.server_app import METRICS_FILE, MODEL_FILE, FederationError, FlConfig, PollingGrid, RoundJournal
+from cloud.federated.config import METRICS_FILE, MODEL_FILE, FederationError, FlConfig
+from cloud.federated.grid import PollingGrid
+from cloud.federated.journal import RoundJournal
+from cloud.private.he import assert_cannot_decrypt, weighted_sum
+from cloud.private.he import server_context as load_server_context  # TenSEAL itself loads only when first used
 from edge.federated.client_app import params_to_record, record_to_params
 from edge.federated.mlp import evaluate, init_params, weighted_average
 from edge.federated.private_client_app import PRIVACY_MODES, decode_ciphertexts, encode_ciphertexts
@@ -85,8 +89,6 @@ def plain_fedavg(updates: list[dict[str, np.ndarray]], num_examples: list[int]) 
 
 def encrypted_fedavg(context, updates: list[list[bytes]], num_examples: list[int]) -> list[bytes]:
     """FedAvg on ciphertexts: Σ_k (n_k / n) Enc(w_k), computed without the secret key."""
-    from cloud.private.he import weighted_sum
-
     total = float(sum(num_examples))
     return weighted_sum(context, updates, [n / total for n in num_examples])
 
@@ -158,8 +160,6 @@ def main(grid: Grid, context: Context) -> None:
             x_test, y_test = test["x_test"], test["y_test"]
         server_context = None
         if config.encrypted:
-            from cloud.private.he import server_context as load_server_context
-
             # Refuses (SecretKeyOnServer) if the clients sent a context with its secret key.
             server_context = load_server_context(Path(config.he_context_path).read_bytes())
             journal.data["he_public_context_bytes"] = Path(config.he_context_path).stat().st_size
@@ -195,8 +195,6 @@ def main(grid: Grid, context: Context) -> None:
                 global_arrays = encode_ciphertexts(aggregate)
                 central = None
                 if server_round == 1:
-                    from cloud.private.he import assert_cannot_decrypt
-
                     journal.data["server_decrypt_attempt"] = assert_cannot_decrypt(server_context, aggregate[0])
             else:
                 new = plain_fedavg([record_to_params(r.content["arrays"]) for r in good], num_examples)

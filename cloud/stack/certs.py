@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from rich.console import Console
 
+from cloud.stack.lan import lan_address
+
 DEFAULT_DIR = Path("certs")
 COMPOSE_SERVICE = "superlink"
 
@@ -62,8 +64,6 @@ class CertPaths:
 
 def default_names() -> tuple[list[str], list[str]]:
     """(DNS names, IP addresses) the server certificate should cover on this host."""
-    from cloud.stack.doctor import lan_address
-
     dns = ["localhost", COMPOSE_SERVICE, socket.gethostname()]
     fqdn = socket.getfqdn()
     if fqdn and fqdn not in dns:

@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.console import Console
 
 from cloud.settings import KIT_ROOT, StackSettings
+from cloud.stack.lan import lan_address
 
 COMPOSE_FILE = KIT_ROOT / "docker-compose.yml"
 OVERLAY_DIR = KIT_ROOT / "compose"
@@ -62,8 +63,6 @@ class ComposeStack:
     def _run(self, *args: str) -> None:
         """Run a compose command, failing with its output."""
         import os
-
-        from cloud.stack.doctor import lan_address
 
         cmd = compose_command(*args, overlays=self.overlays)
         env = dict(os.environ)

@@ -6,7 +6,6 @@ import importlib.metadata
 import platform
 import re
 import shutil
-import socket
 import subprocess
 import sys
 
@@ -14,31 +13,11 @@ from rich.console import Console
 from rich.table import Table
 
 from cloud.settings import StackSettings, split_host_port
+from cloud.stack.lan import lan_address
 
 # Platforms with published wheels for every package of the `edge` extra
 # (onnxruntime, ai-edge-litert, kafka-python, flwr), checked on PyPI in 2026-11.
 EDGE_WHEEL_PLATFORMS = {("Linux", "x86_64"), ("Linux", "aarch64"), ("Darwin", "arm64")}
-
-
-def lan_address() -> str | None:
-    """This host's LAN IPv4 address (what a Raspberry Pi dials), or None when unknown."""
-    if shutil.which("ip"):
-        out = subprocess.run(["ip", "-4", "-o", "addr", "show", "scope", "global"],
-                             capture_output=True, text=True).stdout
-        found = re.findall(r"inet (\d+\.\d+\.\d+\.\d+)/", out)
-        if found:
-            return found[0]
-    if shutil.which("ipconfig"):  # macOS
-        for iface in ("en0", "en1"):
-            out = subprocess.run(["ipconfig", "getifaddr", iface], capture_output=True,
-                                 text=True).stdout.strip()
-            if out:
-                return out
-    try:
-        address = socket.gethostbyname(socket.gethostname())
-    except OSError:
-        return None
-    return None if address.startswith("127.") else address
 
 
 def extras_status() -> dict[str, list[str]]:

@@ -15,171 +15,42 @@ subclass whose message names the bundle, what was expected and what was seen.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tarfile
 import tempfile
 import zipfile
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from edge.serving.keys import fingerprint
-
-BUNDLE_FORMAT = "edge-bundle/1"
-MANIFEST_FILE = "manifest.json"
-SIGNATURE_FILE = "manifest.sig"
-MODEL_FILES = {"onnxruntime": "model.onnx", "litert": "model.tflite"}
-ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".zip")
-
-
-# ----------------------------------------------------------------------------- errors
-
-
-class BundleError(ValueError):
-    """A bundle was refused; the message says which check failed, expected vs seen."""
-
-    def __init__(self, ref: str, problem: str) -> None:
-        self.ref = ref
-        self.problem = problem
-        super().__init__(f"model bundle {ref}: {problem}")
-
-
-class BundleFormatError(BundleError):
-    """The path is not a bundle: no manifest, unreadable manifest, unsafe archive."""
-
-
-class UnsignedBundleError(BundleError):
-    """The bundle carries no signature file."""
-
-
-class SignatureError(BundleError):
-    """The signature does not verify with the device's public key."""
-
-
-class ChecksumError(BundleError):
-    """A file listed in the manifest is missing, has the wrong size or the wrong sha256."""
-
-
-class CorruptModelError(BundleError):
-    """The runtime cannot load the model file (it was signed in a broken state)."""
-
-
-class ModelMismatchError(BundleError):
-    """The model's real inputs or outputs differ from what the manifest promises."""
-
-
-# ----------------------------------------------------------------------------- manifest
-
-
-class TensorSpec(BaseModel):
-    """One model input or output: name, shape (None for a free axis such as batch), dtype.
-
-    int8 tensors also carry their affine quantization: ``real = scale * (q - zero_point)``.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    shape: list[int | None]
-    dtype: Literal["float32", "int8", "uint8", "int32", "int64"]
-    scale: float | None = None
-    zero_point: int | None = None
-
-
-class Preprocessing(BaseModel):
-    """How a device turns a flat sample into the model's input."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    features: int = Field(64, description="flat float32 features per sample the device feeds")
-    layout: Literal["NCHW", "NHWC", "NF"] = Field(description="layout of the model's input tensor")
-    value_range: tuple[float, float] = (0.0, 1.0)
-    description: str = ""
-
-
-class FileEntry(BaseModel):
-    """Size and sha256 of one file in the bundle."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    sha256: str
-    bytes: int
-
-
-class Manifest(BaseModel):
-    """Everything a device needs to know to trust and run a model."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    format: Literal["edge-bundle/1"] = BUNDLE_FORMAT
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")
-    version: int = Field(ge=1)
-    runtime: Literal["onnxruntime", "litert"]
-    model_file: str
-    precision: Literal["fp32", "int8"]
-    quantization: dict[str, Any] = Field(default_factory=dict)
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
-    preprocessing: Preprocessing
-    labels: list[str]
-    metrics: dict[str, float] = Field(default_factory=dict)
-    files: dict[str, FileEntry]
-    created: str
-    signed_by: str = Field(description="fingerprint of the public key that verifies this manifest")
-
-    @property
-    def ref(self) -> str:
-        """``name@version``, the bundle's name in messages and prediction tags."""
-        return f"{self.name}@{self.version}"
-
-
-def canonical_bytes(data: dict[str, Any]) -> bytes:
-    """The bytes that are signed: JSON with sorted keys, no spaces, ASCII only."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
+from edge.serving.manifest import (
+    ARCHIVE_SUFFIXES,
+    Bundle,
+    BundleFormatError,
+    canonical_bytes,
+    ChecksumError,
+    Manifest,
+    MANIFEST_FILE,
+    MODEL_FILES,
+    Preprocessing,
+    SIGNATURE_FILE,
+    SignatureError,
+    sha256_file,
+    TensorSpec,
+    UnsignedBundleError,
+)
+from edge.serving.runners import check_model_against_manifest
 
 def _short(digest: str) -> str:
     """First 12 hex digits of a digest, for messages."""
     return digest[:12] + "..."
 
-
-# ----------------------------------------------------------------------------- the bundle
-
-
-@dataclass
-class Bundle:
-    """A verified bundle: its manifest and the folder its files are in."""
-
-    manifest: Manifest
-    folder: Path
-    source: Path
-    _tempdir: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
-
-    @property
-    def ref(self) -> str:
-        """``name@version``."""
-        return self.manifest.ref
-
-    @property
-    def model_path(self) -> Path:
-        """Path of the model file."""
-        return self.folder / self.manifest.model_file
 
 
 def write_bundle(
@@ -295,7 +166,7 @@ def load_bundle(path: Path, public_key: Ed25519PublicKey, check_model: bool = Tr
     >>> load_bundle(Path("no-such-bundle"), generate_signing_key().public_key())
     Traceback (most recent call last):
     ...
-    edge.serving.bundle.BundleFormatError: model bundle no-such-bundle: path does not exist; ...
+    edge.serving.manifest.BundleFormatError: model bundle no-such-bundle: path does not exist; ...
     """
     path = Path(path)
     folder, tmp = _open_folder(path)
@@ -305,8 +176,6 @@ def load_bundle(path: Path, public_key: Ed25519PublicKey, check_model: bool = Tr
         _verify_files(folder, manifest)
         bundle = Bundle(manifest=manifest, folder=folder, source=path, _tempdir=tmp)
         if check_model:
-            from edge.serving.runners import check_model_against_manifest
-
             check_model_against_manifest(bundle)
         return bundle
     except BaseException:

@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from edge.serving.bundle import BundleError, load_bundle
+from edge.serving.bundle import load_bundle
+from edge.serving.manifest import BundleError
 from edge.serving.runners import open_runner
 from edge.serving.sinks import Prediction, Sink
 from edge.serving.sources import Reading

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from edge.serving.bundle import Bundle, CorruptModelError, ModelMismatchError, TensorSpec
+from edge.serving.manifest import Bundle, CorruptModelError, ModelMismatchError, TensorSpec
 
 RUNNERS: dict[str, type[Runner]] = {}
 

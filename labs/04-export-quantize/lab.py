@@ -20,6 +20,8 @@ QUICK = {"epochs": 4, "keras_epochs": 4, "repeats": 300}
 def run(ctx) -> dict:
     """Models -> ONNX/TFLite fp32 and int8 -> signed bundles -> trade-off table, plot and targets."""
     from cloud.bench import edge as be
+    from cloud.ml.edge_artifacts import get_models, publish_digits_bundles
+    from edge.machine import machine_name
     from cloud.ml.data import digits_split
     from cloud.ml.publish import bundles_dir, ensure_signing_key
     from edge.serving.bundle import load_bundle
@@ -27,17 +29,17 @@ def run(ctx) -> dict:
 
     args = ctx.args
     split = digits_split(ctx.seed)
-    ctx.console.print(f"machine: {be.machine_name()}")
+    ctx.console.print(f"machine: {machine_name()}")
 
     ctx.step("1. The trained CNNs")
-    models = be.get_models(ctx.settings.artifacts_dir, split, seed=ctx.seed, epochs=args["epochs"],
+    models = get_models(ctx.settings.artifacts_dir, split, seed=ctx.seed, epochs=args["epochs"],
                            keras_epochs=args["keras_epochs"])
     ctx.console.print(models.origin)
 
     ctx.step("2. Export, quantize and publish signed bundles")
     key = ensure_signing_key(ctx.settings.artifacts_dir)
     out = bundles_dir(ctx.settings.artifacts_dir)
-    bundles = be.publish_digits_bundles(models, split, out, key, version=args["version"],
+    bundles = publish_digits_bundles(models, split, out, key, version=args["version"],
                                         calibration_samples=args["calibration"], seed=ctx.seed)
     public = load_public_key(out / PUBLIC_KEY_FILE)
     rows = []
@@ -59,7 +61,7 @@ def run(ctx) -> dict:
     ctx.step("4. The trade-off table (1 thread, same test inputs)")
     results = be.compare_runtimes(models, bundles, split, public, repeats=args["repeats"], extra=extra)
     be.print_table(ctx.console, "digits CNN on the edge runtimes (× eager = torch p50 / runtime p50)", results)
-    ctx.run.write_json("tradeoffs.json", {"machine": be.machine_name(), "rows": results})
+    ctx.run.write_json("tradeoffs.json", {"machine": machine_name(), "rows": results})
     ctx.save_plot(be.plot_tradeoffs(results), "tradeoffs")
 
     ctx.step("5. Targets")

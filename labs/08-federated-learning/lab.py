@@ -36,12 +36,12 @@ QUICK = {"devices": 3, "rounds": 3, "mild": False, "compare": "fedadam", "dropou
 
 def run(ctx) -> dict:
     """Partition, train centrally, federate several settings side by side, drop a node, deploy the model."""
-    from cloud.ml.data import digits_split
-    from cloud.federated.server_app import FlConfig
-    from cloud.federated.federation import Federation, NodeDropout
-    from cloud.federated.results import centralized_baseline, plot_accuracy, round_line, summarize
+    from cloud.federated.config import FlConfig
     from cloud.federated.deploy import publish_federated_model
+    from cloud.federated.federation import Federation, NodeDropout
     from cloud.federated.partition import plot_histograms, set_name, write_digits_federation
+    from cloud.federated.results import centralized_baseline, plot_accuracy, round_line, summarize
+    from cloud.ml.data import digits_split
 
     a = ctx.args
     devices, rounds = a["devices"], a["rounds"]

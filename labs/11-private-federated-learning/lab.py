@@ -36,6 +36,7 @@ def run(ctx) -> dict:
     from cloud.federated.federation import Federation
     from cloud.federated.partition import write_digits_federation
     from cloud.federated.private_server_app import APP_DIR, PrivateFlConfig
+    from cloud.federated.results import private_round_line, summarize_private
     from edge.federated.private_client_app import share_keys
 
     a = ctx.args
@@ -82,7 +83,7 @@ def run(ctx) -> dict:
             ctx.console.print(f"{devices} SuperNodes online, pids {federation.pids()}; budgets ε {budgets} "
                               f"(δ={a['delta']:g}), σ={a['noise_multiplier']}, C={a['max_grad_norm']}")
             runs = {name: (config, ctx.run.path / "runs" / name.replace("+", "-")) for name, config in configs.items()}
-            line = lambda name, entry: ctx.console.print(_round_line(name, entry, rounds))  # noqa: E731
+            line = lambda name, entry: ctx.console.print(private_round_line(name, entry, rounds))  # noqa: E731
             if a["together"]:
                 ctx.step(f"4. Four federated runs side by side, {rounds} rounds each: {', '.join(SETTINGS)}")
                 results = federation.run_many(runs, timeout=900, on_round=line)
@@ -99,7 +100,7 @@ def run(ctx) -> dict:
               for name in SETTINGS}
     rows, summaries = [], {}
     for name in SETTINGS:
-        summaries[name] = _summarize(results[name], finals[name], x_test, y_test, devices)
+        summaries[name] = summarize_private(results[name], finals[name], x_test, y_test, devices)
         if "dp" in name:  # ε from each device's own ledger, the accounting that decides refusals
             summaries[name]["epsilon"] = _ledger_epsilons(data_dir / sets[name], devices, configs[name])
         s = summaries[name]
@@ -135,31 +136,10 @@ def run(ctx) -> dict:
     }
 
 
-def _round_line(name: str, entry: dict, rounds: int) -> str:
-    """One line per round: central accuracy (plaintext modes), devices' accuracy, ε, refusals, bytes, time."""
-    central = entry.get("central")
-    acc = f"acc {central['accuracy']:.3f}" if central else "acc  (hidden)" if entry.get("aggregated") else "not aggregated"
-    devices = sorted(entry["train"], key=lambda r: r["partition_id"])
-    eps = " ".join(f"{r['partition_id']}:ε{r['epsilon']:.2f}" for r in devices if "epsilon" in r)
-    refused = sorted(_refusing_device(e) for e in entry.get("refusals", []))
-    received = " ".join(f"{r['received_accuracy']:.2f}" for r in devices)
-    return (f"{name:<6} round {entry['round']}/{rounds}  {acc}  devices' acc {received}  {eps}  "
-            f"{(entry['bytes_down'] + entry['bytes_up']) / 1e3:,.0f} KB  {entry['seconds']:.1f} s"
-            + (f"  [yellow]refused: device {', '.join(map(str, refused))} (budget)[/]" if refused else ""))
-
-
-def _refusing_device(error: dict) -> str:
-    """The device named in a refusal's message ('device-2: refusing to train ...'), else its node id."""
-    import re
-
-    found = re.search(r"device-(\d+): refusing", error["reason"])
-    return found.group(1) if found else f"node {error['node_id']}"
-
-
 def _ledger_epsilons(set_dir, devices: int, config) -> list[float]:
     """ε each device has spent, read from its privacy ledger (PRV accountant)."""
-    from edge.private.dp import PrivacyLedger
     from edge.federated.private_client_app import device_budget
+    from edge.private.dp import PrivacyLedger
 
     return [PrivacyLedger.open(set_dir / f"state-{d}", f"device-{d}", device_budget(config.dp_budgets, d),
                                config.dp_delta).spent() for d in range(devices)]
@@ -168,9 +148,9 @@ def _ledger_epsilons(set_dir, devices: int, config) -> list[float]:
 def _final_model(result, key_folder, features: int, a) -> dict[str, np.ndarray]:
     """The final global model: plaintext from the server, or decrypted here with device 0's shared key."""
     from cloud.federated.private_server_app import ENCRYPTED_MODEL_FILE
-    from edge.private.he import flatten, unflatten
     from edge.federated.mlp import PARAM_NAMES, init_params
     from edge.federated.private_client_app import load_key_holder
+    from edge.private.he import flatten, unflatten
 
     if result.model_path.exists():
         return dict(np.load(result.model_path))
@@ -179,32 +159,6 @@ def _final_model(result, key_folder, features: int, a) -> dict[str, np.ndarray]:
     like = init_params(features, a["hidden"], 10, seed=0)  # shapes and dtypes only
     flat = load_key_holder(key_folder, a["he_preset"]).decrypt(blobs, len(flatten(like, PARAM_NAMES)))
     return unflatten(flat, like, PARAM_NAMES)
-
-
-def _summarize(result, final, x_test, y_test, devices: int) -> dict:
-    """Accuracy (test and devices' held-out), ε per device, refusals, bytes and seconds per round of one run."""
-    from edge.federated.mlp import evaluate
-
-    rounds = result.rounds
-    evaluations = {r["partition_id"]: r for r in rounds[-1]["evaluate"]}
-    n = sum(r["num_examples"] for r in evaluations.values())
-    aggregated = [r for r in rounds if r.get("aggregated")]
-    # Devices' held-out accuracy of the global model they received at the start of each round, then the final one.
-    curve = [float(np.average([t["received_accuracy"] for t in r["train"]], weights=[t["num_examples"] for t in r["train"]]))
-             for r in rounds if r["train"]]
-    held_out = sum(r["eval_accuracy"] * r["num_examples"] for r in evaluations.values()) / n
-    return {
-        "test_accuracy": evaluate(final, x_test, y_test)[1],
-        "held_out_accuracy": held_out,
-        "curve": curve + [held_out],
-        "epsilon": [None] * devices,
-        "refusals": " ".join(f"{r['round']}:{d}" for r in rounds
-                             for d in sorted(_refusing_device(e) for e in r.get("refusals", []))),
-        "rounds_aggregated": len(aggregated),
-        "bytes_per_round": float(np.mean([r["bytes_down"] + r["bytes_up"] for r in aggregated])),
-        "seconds_per_round": float(np.mean([r["seconds"] for r in aggregated])),
-        "stopped": result.journal.get("stopped"),
-    }
 
 
 def _plot(summaries: dict, budgets: list[float]):

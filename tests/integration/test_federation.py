@@ -7,7 +7,7 @@ import os
 import pytest
 
 from cloud.stack.certs import certificate_names, make_certs
-from cloud.federated.server_app import FederationError, FlConfig
+from cloud.federated.config import FederationError, FlConfig
 from cloud.federated.federation import Federation, NodeDropout
 from cloud.federated.partition import write_digits_federation
 from cloud.stack.procs import free_port, pid_alive

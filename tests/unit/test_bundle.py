@@ -11,18 +11,16 @@ import tarfile
 import numpy as np
 import pytest
 
-from edge.serving.bundle import (
+from edge.serving.bundle import load_bundle, pack_bundle, sign_bundle
+from edge.serving.device import EdgeDevice
+from edge.serving.manifest import (
     BundleFormatError,
     ChecksumError,
     CorruptModelError,
     ModelMismatchError,
     SignatureError,
     UnsignedBundleError,
-    load_bundle,
-    pack_bundle,
-    sign_bundle,
 )
-from edge.serving.device import EdgeDevice
 from edge.serving.keys import fingerprint, generate_signing_key, load_private_key, load_public_key
 from edge.serving.runners import open_runner
 from edge.serving.sinks import ListSink

@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cloud.federated.server_app import FederationError, FlConfig, JournalledFedAvg, RoundJournal, make_strategy, run_config_string
+from cloud.federated.config import FederationError, FlConfig, run_config_string
+from cloud.federated.journal import RoundJournal
 from cloud.federated.partition import class_histograms, dirichlet_partition, make_partitions, two_class_partition, write_partitions
+from cloud.federated.strategies import STRATEGIES, JournalledFedAvg, make_strategy
 from edge.federated.client_app import params_to_record, record_to_params
 from edge.federated.mlp import PARAM_NAMES, evaluate, init_params, loss_and_grads, train_sgd, weighted_average
 
@@ -171,8 +173,27 @@ def test_run_config_string_is_toml():
     values = {"strategy": "fedprox", "lr": 0.05, "num-server-rounds": 4, "fail-on-client-error": False}
     parsed = tomllib.loads("\n".join(run_config_string(values).split(" ")))
     assert parsed == values
-    with pytest.raises(ValueError, match="strategy='fedsgd'"):
-        FlConfig.from_run_config({"strategy": "fedsgd"})
+    with pytest.raises(ValueError, match="min-nodes must be >= 1, got 3 and 0"):
+        FlConfig.from_run_config({"num-server-rounds": 3, "min-nodes": 0})
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_every_registered_strategy_is_built_from_the_run_config_and_journals(name, tmp_path):
+    # Prepare
+    config = FlConfig(strategy=name, min_nodes=3, proximal_mu=0.25, server_lr=0.5, lr=0.05)
+    journal = RoundJournal(tmp_path / "j.json", config, 7)
+    # Execute
+    strategy = make_strategy(config, journal)
+    # Assert: the registered class, the common settings, and its own options read from the config
+    assert type(strategy) is STRATEGIES[name]
+    assert strategy.journal is journal and strategy.min_train_nodes == 3 and strategy.num_rounds == 3
+    for option, value in STRATEGIES[name].options(config).items():
+        assert getattr(strategy, option) == value, option
+
+
+def test_an_unknown_strategy_names_the_registered_ones(tmp_path):
+    with pytest.raises(ValueError, match="strategy='fedsgd'; use one of fedavg, fedprox, fedadam"):
+        make_strategy(FlConfig(strategy="fedsgd"), RoundJournal(tmp_path / "j.json", FlConfig(), 7))
 
 
 def test_fedadam_keeps_the_model_float32(in_a_run, tmp_path):
@@ -194,13 +215,3 @@ def test_onnx_export_of_the_mlp_matches_numpy_exactly(tmp_path):
     x = np.random.default_rng(0).random((7, 64)).astype(np.float32)
     logits = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"features": x})[0]
     np.testing.assert_allclose(logits, forward(params, x), rtol=1e-5, atol=1e-5)
-
-
-def test_scaled_device_containers_claim_distinct_partitions(tmp_path):
-    from edge.cli import claim_partition, supernode_command
-
-    claimed = [claim_partition(tmp_path) for _ in range(3)]
-    command = supernode_command("superlink:8000", claimed[-1], tmp_path, 9094, root_certificates=tmp_path / "ca.pem")
-    assert claimed == [0, 1, 2]
-    assert command[1:3] == ["--root-certificates", str(tmp_path / "ca.pem")] and "--insecure" not in command
-    assert f'partition-id=2 data-dir="{tmp_path.resolve()}"' in command

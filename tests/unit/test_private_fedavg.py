@@ -186,7 +186,7 @@ def test_server_stops_early_when_refusals_leave_fewer_than_min_nodes(tmp_path, i
 
 
 def test_a_crashing_device_still_fails_the_run_loudly(tmp_path, in_a_run):
-    from cloud.federated.server_app import FederationError
+    from cloud.federated.config import FederationError
 
     class CrashingGrid(FakeGrid):
         def answer(self, request):
