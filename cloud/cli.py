@@ -11,13 +11,21 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.table import Table
 
+from cloud.labkit.runner import LabError, discover_labs, run_lab
+from cloud.labkit.runs import RunFolder
+from cloud.settings import StackSettings
+from cloud.stack.certs import make_certs
+from cloud.stack.compose import ComposeStack
+from cloud.stack.doctor import run_doctor
+from cloud.stack.local import LocalStack, resolve_runtime
+from cloud.stack.procs import HealthCheckError, PortInUseError, log_tail
+
 BENCHMARKS = ("edge", "stream", "fl", "privacy")
 RUNTIMES = ("auto", "local", "docker", "external")
 
 
 class HelpfulParser(argparse.ArgumentParser):
     """An ArgumentParser whose errors suggest the closest valid choice or flag."""
-
     def error(self, message: str) -> None:  # noqa: D102 - argparse hook
         words = [w.strip("'\",") for w in message.split()]
         options = _known_words(self)
@@ -79,8 +87,6 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def _settings(runtime: str | None = None):
     """Settings from the environment, with the runtime flag applied."""
-    from cloud.settings import StackSettings
-
     settings = StackSettings()
     if runtime:
         settings = settings.model_copy(update={"runtime": runtime})
@@ -89,19 +95,14 @@ def _settings(runtime: str | None = None):
 
 def _compose_stack(settings, console: Console):
     """The compose stack when the runtime resolves to Docker, else None (local processes)."""
-    from cloud.stack.local import resolve_runtime
-
     if resolve_runtime(settings.runtime) != "docker":
         return None
-    from cloud.stack.compose import ComposeStack
 
     return ComposeStack(settings, console=console)
 
 
 def cmd_up(args, console: Console) -> int:
     """Start the stack and leave it running."""
-    from cloud.stack.local import LocalStack
-
     settings = _settings(args.runtime)
     compose = _compose_stack(settings, console)
     if compose is not None:
@@ -120,8 +121,6 @@ def cmd_up(args, console: Console) -> int:
 
 def cmd_down(args, console: Console) -> int:
     """Stop what `cloud up` started."""
-    from cloud.stack.local import LocalStack
-
     settings = _settings(args.runtime)
     compose = _compose_stack(settings, console)
     if compose is not None:
@@ -134,8 +133,6 @@ def cmd_down(args, console: Console) -> int:
 
 def cmd_status(args, console: Console) -> int:
     """Print a table of the stack's services; exit 1 when one is unhealthy."""
-    from cloud.stack.local import LocalStack
-
     settings = _settings(args.runtime)
     compose = _compose_stack(settings, console)
     if compose is not None:
@@ -156,9 +153,6 @@ def cmd_status(args, console: Console) -> int:
 
 def cmd_logs(args, console: Console) -> int:
     """Print the last lines of each service's log."""
-    from cloud.stack.procs import log_tail
-    from cloud.stack.local import LocalStack
-
     settings = _settings(args.runtime)
     compose = _compose_stack(settings, console)
     if compose is not None:
@@ -173,8 +167,6 @@ def cmd_logs(args, console: Console) -> int:
 
 def cmd_lab(args, console: Console) -> int:
     """Run a lab."""
-    from cloud.labkit.runner import run_lab
-
     run_lab(args.number, args.args, quick=args.quick, runtime=args.runtime,
             settings=_settings(args.runtime))
     return 0
@@ -182,8 +174,6 @@ def cmd_lab(args, console: Console) -> int:
 
 def cmd_labs(args, console: Console) -> int:
     """List the labs."""
-    from cloud.labkit.runner import discover_labs
-
     for number, info in discover_labs().items():
         console.print(f"make lab-{number}   {info.slug}")
     return 0
@@ -191,15 +181,11 @@ def cmd_labs(args, console: Console) -> int:
 
 def cmd_doctor(args, console: Console) -> int:
     """Check this machine for what the kit needs."""
-    from cloud.stack.doctor import run_doctor
-
     return run_doctor(_settings(), console)
 
 
 def cmd_bench(args, console: Console) -> int:
     """Run a benchmark into runs/bench-NAME/<timestamp>/."""
-    from cloud.labkit.runs import RunFolder
-
     try:
         module = importlib.import_module(f"cloud.bench_{args.name}")
     except ModuleNotFoundError as error:
@@ -222,8 +208,6 @@ def _has_bench(name: str) -> bool:
 
 def cmd_certs(args, console: Console) -> int:
     """Make TLS certificates for the SuperLink."""
-    from cloud.stack.certs import make_certs
-
     make_certs(console=console)
     return 0
 
@@ -235,9 +219,6 @@ COMMANDS = {"up": cmd_up, "down": cmd_down, "status": cmd_status, "logs": cmd_lo
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `cloud` command."""
-    from cloud.labkit.runner import LabError
-    from cloud.stack.procs import HealthCheckError, PortInUseError
-
     args = parse(argv)
     console = Console()
     try:

@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from edge.wire.kafka import DEFAULT_BOOTSTRAP_SERVERS
+
 KIT_ROOT = Path(__file__).resolve().parent.parent  # the checkout: labs/, compose/, versions.env
 
 
@@ -25,10 +27,9 @@ class StackSettings(BaseSettings):
     Every endpoint is an environment variable, so the same code reaches local
     processes, compose services or real infrastructure.
     """
-
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
-    kafka_bootstrap_servers: str = Field("127.0.0.1:9092", description="KAFKA_BOOTSTRAP_SERVERS")
+    kafka_bootstrap_servers: str = Field(DEFAULT_BOOTSTRAP_SERVERS, description="KAFKA_BOOTSTRAP_SERVERS")
     kafka_advertised_host: str = Field(
         "", description="KAFKA_ADVERTISED_HOST: address clients are told to dial (LAN IP for a Pi)"
     )
@@ -49,6 +50,15 @@ class StackSettings(BaseSettings):
         "unset = TLS when CERTS_DIR holds them (`make certs`)",
     )
     certs_dir: Path = Field(Path("certs"), description="CERTS_DIR: ca.pem, server.pem, server.key (`make certs`)")
+    processor_store: Path = Field(
+        Path("runs/stream/processed.db"),
+        description="PROCESSOR_STORE: the stream processors' shared SQLite store of processed events",
+    )
+    processor_kafka_client: str = Field(
+        "kafka-python",
+        description="PROCESSOR_KAFKA_CLIENT: kafka-python or confluent (cloud.streaming.clients), "
+        "for the processor and the drift responder",
+    )
 
     def superlink(self) -> tuple[str, int]:
         """The SuperLink as (host, port)."""

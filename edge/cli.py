@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import socket
 import sys
@@ -17,18 +16,17 @@ from typing import Any
 import numpy as np
 
 from edge.federated.supernode import FlowerNotFound, claim_partition, flower_executable, supernode_command
-from edge.serving.keys import PUBLIC_KEY_FILE
+from edge.machine import machine_name
+from edge.serving.bundle import load_bundle
+from edge.serving.device import ControlFolder, EdgeDevice
+from edge.serving.keys import PUBLIC_KEY_FILE, KeyFileError, load_public_key
+from edge.serving.manifest import BundleError
+from edge.serving.runners import open_runner
+from edge.serving.sinks import ConsoleSink, JsonlSink, MultiSink
+from edge.serving.sources import FRAMES_FILE, DigitFrames, load_frames
 
-FRAMES_FILE = "digits_test_frames.npz"
 DEFAULT_KAFKA_PORT = 9092
 DEFAULT_SUPERLINK_PORT = 8000
-
-
-def machine_name() -> str:
-    """A short description of this machine for benchmark output."""
-    uname = platform.uname()
-    return (f"{uname.node} {uname.system} {uname.machine} {platform.processor() or ''}".strip()
-            + f" ({os.cpu_count()} cores), Python {platform.python_version()}")
 
 
 def resolve_key(args) -> Path:
@@ -51,11 +49,6 @@ def resolve_frames(args) -> Path:
 
 def open_verified(args):
     """Load the public key and the bundle, verify it and open a runner; exit 2 with the reason if refused."""
-    from edge.serving.bundle import load_bundle
-    from edge.serving.manifest import BundleError
-    from edge.serving.keys import KeyFileError, load_public_key
-    from edge.serving.runners import open_runner
-
     try:
         key = load_public_key(resolve_key(args))
         return open_runner(load_bundle(Path(args.bundle), key), num_threads=args.threads), key
@@ -66,7 +59,6 @@ def open_verified(args):
 
 class _Stats:
     """A sink that keeps per-model counts, correct answers and latencies for the summary."""
-
     def __init__(self) -> None:
         self.by_model: dict[str, dict[str, list]] = {}
 
@@ -93,10 +85,6 @@ class _Stats:
 
 def cmd_run(args) -> int:
     """Serve frames with a verified bundle until --count is reached or SIGTERM/Ctrl-C."""
-    from edge.serving.device import ControlFolder, EdgeDevice
-    from edge.serving.sinks import ConsoleSink, JsonlSink, MultiSink
-    from edge.serving.sources import DigitFrames
-
     runner, key = open_verified(args)
     try:
         source = DigitFrames.from_file(resolve_frames(args), count=args.count, noise=args.noise, drift=args.drift,
@@ -135,8 +123,6 @@ def cmd_run(args) -> int:
 
 def cmd_bench(args) -> int:
     """Single-sample p50/p99 latency, batch throughput and accuracy of one bundle on this machine."""
-    from edge.serving.sources import load_frames
-
     runner, _ = open_verified(args)
     try:
         x, y = load_frames(resolve_frames(args))

@@ -51,8 +51,8 @@ def _venv_bin_on_path():
 @pytest.fixture()
 def run_settings(tmp_path, monkeypatch):
     """StackSettings writing runs and artifacts under a temporary folder, on free ports."""
-    from cloud.stack.procs import free_port
     from cloud.settings import StackSettings
+    from cloud.stack.procs import free_port
 
     return StackSettings(
         runs_dir=tmp_path / "runs",

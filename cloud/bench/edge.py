@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.table import Table
 
+from cloud.labkit.runner import parse_args
 from cloud.ml.data import DigitsSplit, as_images, digits_split
 from cloud.ml.edge_artifacts import (
     EdgeModels,
@@ -21,7 +23,14 @@ from cloud.ml.edge_artifacts import (
     publish_digits_bundles,
     set_single_thread,
 )
+from cloud.ml.publish import ensure_signing_key
+from cloud.settings import StackSettings
 from edge.machine import machine_name
+from edge.serving.bundle import load_bundle
+from edge.serving.keys import PUBLIC_KEY_FILE, load_public_key
+from edge.serving.runners import open_runner
+
+# Imported inside the functions that use them, to keep this module quick to import: matplotlib, torch.
 
 TORCH_EAGER = "torch eager fp32"
 RUNTIME_LABELS = {
@@ -87,8 +96,6 @@ def compare_runtimes(models: EdgeModels, bundles: dict[str, Path], split: Digits
     """
     import torch
 
-    from edge.serving.bundle import load_bundle
-    from edge.serving.runners import open_runner
 
     set_single_thread()
     x, y = split.x_test, split.y_test  # N, 64 and N
@@ -197,8 +204,6 @@ def plot_tradeoffs(rows: list[dict[str, Any]]):
 
 def print_table(console, title: str, rows: list[dict[str, Any]]) -> None:
     """Print the comparison as a rich table."""
-    from rich.table import Table
-
     table = Table(title=title)
     for column in TABLE_COLUMNS:
         table.add_column(column, justify="left" if column == "runtime" else "right")
@@ -213,14 +218,9 @@ def main(run, console, *tokens: str) -> dict[str, Any]:
     ``tokens`` are ``key=value`` overrides: ``quick=1`` (4 epochs, 300 repeats), ``seed=42``,
     ``repeats=3000``.
     """
-    from cloud.labkit.runner import parse_args
-
     options = parse_args(tokens, {"quick": False, "seed": 42, "repeats": 0})  # repeats 0: by mode
     quick, seed = options["quick"], options["seed"]
     repeats = options["repeats"] or (300 if quick else 3000)
-    from cloud.ml.publish import ensure_signing_key
-    from cloud.settings import StackSettings
-    from edge.serving.keys import PUBLIC_KEY_FILE, load_public_key
 
     started = time.monotonic()
     console.print(f"machine: {machine_name()}")

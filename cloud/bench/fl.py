@@ -22,6 +22,16 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from cloud.federated.config import FlConfig
+from cloud.federated.partition import write_digits_federation
+from cloud.labkit.runner import parse_args
+from cloud.settings import StackSettings
+from cloud.stack.local import LocalStack
+from cloud.stack.procs import free_port
+from edge.cli import machine_name
+
+# Imported inside the functions that use them, to keep this module quick to import: cloud.federated.federation.
+
 SUPERNODE_IDLE_POLL_S = 3.0  # flwr/supernode/start_client_internal.py sleeps 3 s when no message is waiting
 STOCK_GRID_POLL_S = 3.0  # flwr's Grid.send_and_receive sleeps 3 s between reply pulls
 TARGET_MEMORY_GB = 8.0
@@ -55,7 +65,6 @@ def group_rss_mb(pgid: int) -> float:
 
 class MemorySampler:
     """Samples each SuperNode group's RSS every interval seconds in a background thread; keeps the peaks."""
-
     def __init__(self, pgids: list[int], interval: float = 0.5) -> None:
         self.pgids = pgids
         self.interval = interval
@@ -101,12 +110,7 @@ def import_cost(preload: str, statement: str, repeats: int = 5) -> dict[str, flo
 def bench_nodes(run_path: Path, nodes: int, rounds: int, seed: int, poll_interval: float,
                 console: Console) -> dict[str, Any]:
     """Start a SuperLink and ``nodes`` SuperNodes, run FedAvg rounds, return round times and memory."""
-    from cloud.federated.config import FlConfig
     from cloud.federated.federation import Federation
-    from cloud.federated.partition import write_digits_federation
-    from cloud.stack.procs import free_port
-    from cloud.settings import StackSettings
-    from cloud.stack.local import LocalStack
 
     folder = run_path / f"nodes-{nodes}-poll-{poll_interval:g}"
     _, test_path = write_digits_federation(folder / "data", nodes, [("iid", None)], seed)
@@ -142,9 +146,7 @@ def bench_nodes(run_path: Path, nodes: int, rounds: int, seed: int, poll_interva
 
 def main(run, console: Console, *tokens: str) -> dict[str, Any]:
     """``cloud bench fl [quick=1] [nodes=1,3,5,10] [rounds=3] [seed=0]``: the table, JSON and the largest overhead."""
-    from edge.cli import machine_name
 
-    from cloud.labkit.runner import parse_args
 
     # nodes and rounds left at 0 take the mode's default: 1,3 nodes and 2 rounds quick, else 1,3,5,10 and 3.
     options = parse_args(tokens, {"quick": False, "nodes": "", "rounds": 0, "seed": 0})

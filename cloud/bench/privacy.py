@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import platform
 import time
 
 import numpy as np
+from rich.table import Table
+
+from cloud.ml.data import digits_split
+from cloud.private.dp import train_plain, train_private
+from cloud.private.he import plain_sum, server_context, weighted_sum
+from edge.private.he import PRESETS, HEParams, KeyHolder
 
 UPDATE_SIZE = 100_000
 CLIENTS = 10
@@ -13,9 +21,6 @@ TARGETS = {"dp_epoch_ratio": 2.5, "encrypt_s": 0.3, "bytes_ratio": 10.0}
 
 def bench_dp(console, epochs: int = 3, seed: int = 0) -> list[dict]:
     """Seconds per epoch of the digit CNN with and without DP-SGD (same data, batches, optimizer)."""
-    from cloud.ml.data import digits_split
-    from cloud.private.dp import train_plain, train_private
-
     split = digits_split(seed)
     data = (split.x_train, split.y_train, split.x_test, split.y_test)
     plain = train_plain(*data, epochs=epochs, seed=seed)
@@ -30,9 +35,6 @@ def bench_dp(console, epochs: int = 3, seed: int = 0) -> list[dict]:
 
 def bench_ckks(console, seed: int = 0) -> list[dict]:
     """Encrypt, aggregate (10 clients) and decrypt a 100,000-value update under several CKKS parameter sets."""
-    from cloud.private.he import plain_sum, server_context, weighted_sum
-    from edge.private.he import PRESETS, HEParams, KeyHolder
-
     rng = np.random.default_rng(seed)
     updates = [rng.normal(0, 0.05, UPDATE_SIZE) for _ in range(CLIENTS)]
     counts = rng.integers(100, 200, CLIENTS)
@@ -71,10 +73,7 @@ def bench_ckks(console, seed: int = 0) -> list[dict]:
 
 def main(run, console, *args: str) -> dict:
     """Run both benchmarks, print two tables, write bench-privacy.json; returns the headline numbers."""
-    import os
-    import platform
 
-    from rich.table import Table
 
     console.print(f"[bold]bench privacy[/] on {platform.machine()} {platform.system()}, "
                   f"{os.cpu_count()} CPUs; DP model: the digit CNN on 1,167 images")

@@ -12,6 +12,7 @@ change in the machine's load (other jobs on a shared VM) moves both sides of a r
 
 from __future__ import annotations
 
+import importlib.util
 import statistics
 import threading
 import time
@@ -19,20 +20,41 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table
+
+from cloud.labkit.runner import parse_args, run_lab
+from cloud.settings import StackSettings
+from cloud.stack.broker import create_topics
+from cloud.stack.local import LocalStack
+from cloud.stack.procs import free_port
+from cloud.streaming.clients import open_group
+from cloud.streaming.online import build_online_model
+from cloud.streaming.processor import ProcessorService, pooled_features
+from cloud.streaming.scenario import prepare_initial_model
+from edge.machine import machine_name
+from edge.serving.bundle import load_bundle
+from edge.serving.device import EdgeDevice
+from edge.serving.keys import load_public_key
+from edge.serving.runners import open_runner
+from edge.serving.sources import DigitFrames, DriftingCamera
+from edge.streaming.kafka_sink import KafkaSink
+from edge.wire.events import PredictionEvent, parse_event
+from edge.wire.kafka import consumer_config, crc32c_accelerated, producer_config
+from edge.wire.topics import PREDICTIONS, TELEMETRY
+
+# Imported inside the functions that use them, to keep this module quick to import: kafka, river.
+
 DEFAULTS = {"events": 20000, "readings": 5000, "repeats": 3, "lab": 1, "seed": 0}
 
 
 def parse(args: tuple[str, ...]) -> dict[str, int]:
     """key=value arguments over DEFAULTS (integers); a misspelt key names the right one."""
-    from cloud.labkit.runner import parse_args
-
     return parse_args(args, DEFAULTS)
 
 
 def bench_value() -> bytes:
     """A prediction-sized message (64 features), as devices send."""
-    from edge.wire.events import PredictionEvent
-
     return PredictionEvent(device_id="cam-0", seq=0, model="m@1", predicted=1, confidence=0.9, true_label=1,
                            latency_us=20.0, features=[0.1234] * 64).to_bytes()
 
@@ -41,7 +63,6 @@ def produce_rate(bootstrap: str, topic: str, events: int) -> float:
     """Messages per second the kit's producer sends (keyed, as devices are) until the broker acknowledged them all."""
     from kafka import KafkaProducer
 
-    from edge.wire.kafka import producer_config
 
     value = bench_value()
     producer = KafkaProducer(**producer_config(bootstrap))
@@ -62,15 +83,11 @@ def consume_rates(bootstrap: str, topic: str, events: int) -> dict[str, float]:
 
 def available_clients() -> list[str]:
     """The Kafka clients installed here, kafka-python first."""
-    import importlib.util
-
     return ["kafka-python"] + (["confluent"] if importlib.util.find_spec("confluent_kafka") else [])
 
 
 def group_consume_rate(client: str, bootstrap: str, topic: str, events: int) -> float:
     """Messages per second one fresh group member reads with a client, from its first record to the last."""
-    from cloud.streaming.clients import open_group
-
     group = open_group(client, bootstrap, f"bench-{uuid.uuid4().hex[:6]}", [topic], lambda p: None, lambda p: None,
                        max_records=2000)
     seen, first = 0, None
@@ -89,19 +106,12 @@ def group_consume_rate(client: str, bootstrap: str, topic: str, events: int) -> 
 
 def device_pipeline(bootstrap: str, model, readings: int, seed: int, name: str) -> dict[str, float]:
     """One device as fast as it goes: frames -> ONNX Runtime -> two events -> Kafka, until all acknowledged."""
-    from edge.serving.bundle import load_bundle
-    from edge.serving.device import EdgeDevice
-    from edge.serving.keys import load_public_key
-    from edge.serving.runners import open_runner
-    from edge.serving.sources import DigitFrames
-    from edge.streaming.device import DriftingCamera, KafkaSink
-
     key = load_public_key(model.public_key)
     runner = open_runner(load_bundle(model.bundle, key), num_threads=1)
     camera = DriftingCamera(DigitFrames.from_file(model.frames, count=readings, seed=seed), glitch_rate=0.01, seed=seed)
     sink = KafkaSink(bootstrap, name, camera, log=lambda line: None)
     start = time.perf_counter()
-    # The recording is ahead of the device, as with ``python -m edge.streaming.device --rate 0``: 16 frames per runner call.
+    # The recording is ahead of the device, as with ``python -m edge.streaming --rate 0``: 16 frames per runner call.
     EdgeDevice(runner, camera, sink, name="bench-cam").run(batch=16)  # closes the sink: waits for every acknowledgement
     seconds = time.perf_counter() - start
     events = sum(sink.delivered.values())
@@ -113,9 +123,6 @@ def device_pipeline(bootstrap: str, model, readings: int, seed: int, name: str) 
 def produce_vs_device(bootstrap: str, artifacts_dir: Path, events: int, readings: int, seed: int,
                       repeats: int) -> dict[str, Any]:
     """Raw produce and the device pipeline, alternating for ``repeats`` rounds: medians and the ratio of medians."""
-    from cloud.stack.broker import create_topics
-    from cloud.streaming.scenario import prepare_initial_model
-
     model = prepare_initial_model(artifacts_dir, seed=seed, epochs=8)
     topic = f"bench-raw-{uuid.uuid4().hex[:6]}"
     create_topics(bootstrap, {topic: 3})
@@ -135,8 +142,6 @@ def produce_vs_device(bootstrap: str, artifacts_dir: Path, events: int, readings
 
 def processor_rate(bootstrap: str, events: int, store: Path, client: str) -> dict[str, float]:
     """The processor (a fresh group) over the events in the topics with one client: events/s and seconds to the first."""
-    from cloud.streaming.processor import ProcessorService
-
     service = ProcessorService(bootstrap, store, group=f"bench-{uuid.uuid4().hex[:6]}", name=f"bench-{client}",
                                log=lambda line: None, client=client)
     marks: dict[str, float] = {"start": time.perf_counter()}
@@ -167,10 +172,6 @@ def river_inputs(bootstrap: str, events: int) -> list[tuple]:
     """The ``events`` events in the topics (all the devices sent), parsed and featurised as the processor does."""
     from kafka import KafkaConsumer, TopicPartition
 
-    from cloud.streaming.processor import pooled_features
-    from cloud.stack.topics import PREDICTIONS, TELEMETRY
-    from edge.wire.events import parse_event
-    from edge.wire.kafka import consumer_config
 
     consumer = KafkaConsumer(**consumer_config(bootstrap, None, max_poll_records=5000))
     consumer.assign([TopicPartition(t, p) for t in (TELEMETRY, PREDICTIONS) for p in range(3)])
@@ -193,23 +194,28 @@ def river_inputs(bootstrap: str, events: int) -> list[tuple]:
 
 def bare_river_rate(inputs: list[tuple]) -> float:
     """The processor's River work over the same events, parsed and featurised beforehand, in memory."""
-    from cloud.streaming.processor import EventStore, StreamProcessor
+    # River is heavy: only this measurement imports it
+    from river import metrics
 
-    bare = StreamProcessor(EventStore(":memory:"))  # fresh models; only its River parts are used below
+
+    bare = build_online_model()  # the processor's River parts, fresh, as a processor builds them
+    accuracy = metrics.Accuracy()
     detectors: dict[str, Any] = {}
     start = time.perf_counter()
     for kind, x, y, error, model in inputs:
         if kind == "p":
-            guess = bare.online.predict_one(x)
-            bare.online.learn_one(x, y)
+            guess = bare.classifier.predict_one(x)
+            bare.classifier.learn_one(x, y)
             if guess is not None:
-                bare.online_accuracy.update(y, guess)
-            detectors.setdefault(model, bare._adwin(clock=8)).update(error)
+                accuracy.update(y, guess)
+            if model not in detectors:
+                detectors[model] = bare.new_drift_detector()
+            detectors[model].update(error)
         else:
             bare.scaler.learn_one(x)
             scaled = bare.scaler.transform_one(x)
-            bare.hst.score_one(scaled)
-            bare.hst.learn_one(scaled)
+            bare.anomaly.score_one(scaled)
+            bare.anomaly.learn_one(scaled)
     return len(inputs) / (time.perf_counter() - start)
 
 
@@ -241,16 +247,11 @@ def processor_vs_river(bootstrap: str, events: int, folder: Path, repeats: int) 
 
 def main(run, console, *args: str) -> dict[str, Any]:
     """Run every measurement against a fresh local broker and print one table."""
-    from cloud.bench.edge import machine_name
-    from cloud.settings import StackSettings
-    from cloud.stack.local import LocalStack
-
     opts = parse(args)
     settings = StackSettings()
     machine = machine_name()
     console.print(f"machine: {machine}")
     results: dict[str, Any] = {"machine": machine}
-    from cloud.stack.procs import free_port
 
     bench_settings = settings.model_copy(update={"kafka_bootstrap_servers": f"127.0.0.1:{free_port()}"})
     stack = LocalStack(bench_settings, run.path / "stack", console=console)
@@ -269,15 +270,12 @@ def main(run, console, *args: str) -> dict[str, Any]:
     finally:
         stack.down()
     if opts["lab"]:
-        from cloud.labkit.runner import run_lab
-        from rich.console import Console
 
         console.print("lab 07 (quick, 12 s of streaming) for the start-up time ...")
         metrics, _ = run_lab("07", ["duration=12", "drift_at=6"], quick=True, console=Console(quiet=True),
                              settings=settings.model_copy(update={"runs_dir": run.path / "lab"}))
         results["lab07_first_prediction_s"] = metrics["first_prediction_s"]
         results["lab07_startup"] = metrics.get("startup", {})
-    from edge.wire.kafka import crc32c_accelerated
 
     results["crc32c_native"] = crc32c_accelerated()
     crc = "native crc32c" if results["crc32c_native"] else "pure-Python CRC32C: pip install crc32c"
@@ -301,7 +299,6 @@ def main(run, console, *args: str) -> dict[str, Any]:
         phases = ", ".join(f"{k} {v:.1f} s" for k, v in results["lab07_startup"].items())
         rows.append(("lab 07 start to first processed prediction", f"{results['lab07_first_prediction_s']:.1f} s",
                      f"target <= 10 s (model cached); {phases}"))
-    from rich.table import Table
 
     table = Table(title=f"bench-stream on {machine}")
     for column in ("measure", "value", "note"):

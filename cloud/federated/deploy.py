@@ -12,7 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from cloud.ml.publish import bundles_dir, ensure_signing_key, publish_model_file
 from edge.federated.mlp import PARAM_NAMES, Params, check_params
+
+# Imported inside the functions that use them, to keep this module quick to import: onnx.
 
 ONNX_OPSET = 17  # supported by onnxruntime on the Pi and the host alike
 
@@ -49,8 +52,6 @@ def mlp_to_onnx(params: Params, path: Path) -> Path:
 def publish_federated_model(params: Params, artifacts_dir: Path, name: str = "digits-fedavg-mlp",
                             version: int = 1, metrics: dict[str, float] | None = None) -> Path:
     """Export the global model to ONNX and sign it into ``artifacts/bundles/name@version``; returns the folder."""
-    from cloud.ml.publish import bundles_dir, ensure_signing_key, publish_model_file
-
     key = ensure_signing_key(artifacts_dir)
     with tempfile.TemporaryDirectory() as tmp:
         model_file = mlp_to_onnx(params, Path(tmp) / "model.onnx")

@@ -15,6 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from cloud.ml.data import digits_split
+
+# Imported inside the functions that use them, to keep this module quick to import: matplotlib.
+
 SCHEMES = ("iid", "dirichlet", "two-class")
 
 
@@ -133,7 +137,6 @@ def write_digits_federation(out_dir: Path, devices: int, partitionings: list[tup
                             seed: int) -> tuple[dict[str, np.ndarray], Path]:
     """Write each partitioning of the digits (train + validation part) under out_dir/<set name>/, and
     the central test split as out_dir/central_test.npz; returns (class histograms by set name, test path)."""
-    from cloud.ml.data import digits_split
 
     split = digits_split(seed)
     x, y = np.concatenate([split.x_train, split.x_val]), np.concatenate([split.y_train, split.y_val])
@@ -156,8 +159,6 @@ def _check(parts: int, samples: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Write digits partitions for real devices: one folder per scheme, one file per device."""
-    from cloud.ml.data import digits_split
-
     parser = argparse.ArgumentParser(prog="python -m cloud.federated.partition", description=main.__doc__)
     parser.add_argument("--devices", type=int, required=True)
     parser.add_argument("--scheme", choices=SCHEMES, default="iid")

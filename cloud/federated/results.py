@@ -11,11 +11,12 @@ import numpy as np
 
 from edge.federated.mlp import evaluate, init_params, train_sgd
 
+# Imported inside the functions that use them, to keep this module quick to import: matplotlib.
+
 
 @dataclass
 class FlResult:
     """What a finished run left: its id, status, journal, model file and wall time."""
-
     run_id: int
     status: str
     journal: dict[str, Any]

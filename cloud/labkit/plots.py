@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+# Imported inside the functions that use them, to keep this module quick to import: matplotlib.
+
 
 def _pyplot():
     """matplotlib.pyplot on the non-interactive Agg backend (works without a display)."""

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from cloud.labkit.runs import RunFolder
 from cloud.settings import KIT_ROOT, StackSettings
+from cloud.stack.local import stack_for_lab
 
 LAB_DIR_PATTERN = re.compile(r"^(\d\d)-[a-z0-9-]+$")
 
@@ -30,7 +31,6 @@ class LabError(RuntimeError):
 @dataclass(frozen=True)
 class LabInfo:
     """A lab folder: its number, slug and path."""
-
     number: str
     slug: str
     path: Path
@@ -114,7 +114,6 @@ def parse_args(tokens: Sequence[str], defaults: dict[str, Any]) -> dict[str, Any
 @dataclass
 class LabContext:
     """What a lab's run() gets: its arguments, run folder, console and settings."""
-
     info: LabInfo
     args: dict[str, Any]
     quick: bool
@@ -152,8 +151,6 @@ class LabContext:
     @contextmanager
     def stack(self, services: Sequence[str] = ("broker", "superlink")) -> Iterator[Any]:
         """Bring up the stack for this lab (or reuse one `cloud up` started), down on exit."""
-        from cloud.stack.local import stack_for_lab
-
         with stack_for_lab(self.settings, self.runtime, self.run.path, services, self.console) as s:
             yield s
 

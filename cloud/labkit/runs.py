@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# Imported inside the functions that use them, to keep this module quick to import: matplotlib.
+
 
 @dataclass
 class RunFolder:
     """A run's folder: ``runs/<name>/<timestamp>/`` with metrics.json and PNG plots."""
-
     path: Path
     metrics: dict[str, Any] = field(default_factory=dict)
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
+
+# Imported inside the functions that use them, to keep this module quick to import: catboost, lightgbm, sklearn, xgboost.
 
 
 def regressors(seed: int = 42) -> dict:
@@ -52,8 +56,6 @@ def classifiers(seed: int = 42, boosting_rounds: int = 100, trees: int = 200) ->
 
 def _optional_boosters(seed: int, rounds: int) -> dict:
     """XGBoost, LightGBM and CatBoost classifiers for whichever of them is installed."""
-    import importlib.util
-
     found = {}
     if importlib.util.find_spec("xgboost"):
         from xgboost import XGBClassifier

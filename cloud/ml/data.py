@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from edge.serving.bundle import sha256_file
+
+# Imported inside the functions that use them, to keep this module quick to import: pandas, sklearn.
 
 # Digits pixels are integers 0..16; every model in the kit sees them scaled to [0, 1].
 DIGITS_PIXEL_MAX = 16.0
@@ -16,7 +23,6 @@ DIGITS_LABELS = [str(d) for d in range(10)]
 @dataclass(frozen=True)
 class DigitsSplit:
     """The kit's running example: 8x8 digit "camera frames", flat float32 in [0, 1]."""
-
     x_train: np.ndarray  # N, 64
     y_train: np.ndarray  # N
     x_val: np.ndarray
@@ -65,7 +71,6 @@ def as_images(x: np.ndarray, layout: str = "NCHW") -> np.ndarray:
 @dataclass(frozen=True)
 class TabularSet:
     """A named table: features as a pandas DataFrame, the target as a Series."""
-
     name: str
     task: str  # "classification" or "regression"
     frame: object  # pandas.DataFrame, N x features
@@ -124,8 +129,6 @@ ONLINE_CSVS = {
 
 def sha256_of(path: Path) -> str:
     """Hex sha256 of a file (the same digest model bundles use)."""
-    from edge.serving.bundle import sha256_file
-
     return sha256_file(path)
 
 
@@ -135,10 +138,6 @@ def fetch_csv(url: str, cache_dir: Path, sha256: str | None = None, timeout_s: f
     A cached file with the right digest is reused without touching the network. A
     mismatch removes the download and raises, saying both digests.
     """
-    import shutil
-    import urllib.parse
-    import urllib.request
-
     name = Path(urllib.parse.urlparse(url).path).name or "download.csv"
     cache_dir = Path(cache_dir)
     target = cache_dir / name

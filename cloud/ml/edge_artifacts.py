@@ -14,6 +14,22 @@ from typing import Any
 import numpy as np
 
 from cloud.ml.data import DigitsSplit, as_images, digits_split
+from cloud.ml.models import build_keras_cnn, build_torch_cnn
+from cloud.ml.publish import bundles_dir, ensure_signing_key, publish_onnx_bundle, publish_tflite_bundle
+from cloud.ml.training import (
+    KERAS_CNN_FILE,
+    TORCH_CNN_FILE,
+    keras_accuracy,
+    load_torch_cnn,
+    torch_accuracy,
+    torch_predict,
+    train_keras,
+    train_torch,
+)
+from edge.serving.keys import PUBLIC_KEY_FILE
+from edge.serving.sources import FRAMES_FILE, save_frames
+
+# Imported inside the functions that use them, to keep this module quick to import: keras, torch.
 
 BUNDLE_KINDS = ("onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8")
 
@@ -27,7 +43,6 @@ REFERENCE_FILE = "reference_logits.npz"
 @dataclass
 class EdgeModels:
     """The two trained CNNs the edge formats are made from, and where they came from."""
-
     torch_model: Any
     keras_model: Any
     origin: str  # a sentence for the console: loaded from lab 03 or trained here
@@ -43,8 +58,6 @@ def set_single_thread() -> None:
 def get_models(artifacts_dir: Path, split: DigitsSplit, seed: int = 42, epochs: int = 15,
                keras_epochs: int = 10) -> EdgeModels:
     """Lab 03's trained CNNs from ``artifacts_dir/lab-03`` when both are there, else train both here."""
-    from cloud.ml.training import KERAS_CNN_FILE, TORCH_CNN_FILE, load_torch_cnn, train_keras, train_torch
-
     set_single_thread()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before Keras loads TensorFlow
     folder = Path(artifacts_dir) / "lab-03"
@@ -53,7 +66,6 @@ def get_models(artifacts_dir: Path, split: DigitsSplit, seed: int = 42, epochs: 
 
         return EdgeModels(load_torch_cnn(folder), keras.models.load_model(folder / KERAS_CNN_FILE),
                           f"loaded lab 03's CNNs from {folder}")
-    from cloud.ml.models import build_keras_cnn, build_torch_cnn
 
     torch_model = build_torch_cnn()
     train_torch(torch_model, split, epochs=epochs, seed=seed, device="cpu")
@@ -68,10 +80,6 @@ def get_models(artifacts_dir: Path, split: DigitsSplit, seed: int = 42, epochs: 
 def publish_digits_bundles(models: EdgeModels, split: DigitsSplit, out_dir: Path, signing_key,
                            version: int = 1, calibration_samples: int = 256, seed: int = 42) -> dict[str, Path]:
     """Publish the four signed bundles (ONNX fp32/int8, TFLite fp32/int8) and the devices' frames file."""
-    from cloud.ml.publish import FRAMES_FILE, publish_onnx_bundle, publish_tflite_bundle
-    from cloud.ml.training import keras_accuracy, torch_accuracy
-    from edge.serving.sources import save_frames
-
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(split.x_train), size=min(calibration_samples, len(split.x_train)), replace=False)
     calibration = split.x_train[pick]  # N, 64 from the training split, never the test split
@@ -98,10 +106,6 @@ def build_edge_artifacts(artifacts_dir: Path, seed: int = 42, epochs: int = 4, k
     Used by the test suite's session fixtures: the first call trains and exports (about 30 s),
     later calls with the same folder only read what is there.
     """
-    from cloud.ml.publish import bundles_dir, ensure_signing_key
-    from cloud.ml.training import torch_predict
-    from edge.serving.keys import PUBLIC_KEY_FILE
-
     out = bundles_dir(artifacts_dir)
     reference = out / REFERENCE_FILE
     if not reference.exists():
@@ -111,8 +115,6 @@ def build_edge_artifacts(artifacts_dir: Path, seed: int = 42, epochs: int = 4, k
         publish_digits_bundles(models, split, out, key, seed=seed)
         np.savez(reference, torch=torch_predict(models.torch_model, split.x_test),
                  keras=np.asarray(models.keras_model(as_images(split.x_test, "NHWC"), training=False)))
-    from cloud.ml.publish import FRAMES_FILE
-
     with np.load(reference) as data:
         logits = {"torch": data["torch"], "keras": data["keras"]}
     with np.load(out / FRAMES_FILE) as frames:

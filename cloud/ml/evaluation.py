@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+# Imported inside the functions that use them, to keep this module quick to import: sklearn.
+
 
 def classification_scores(y_true: np.ndarray, y_pred: np.ndarray, y_score: np.ndarray | None = None,
                           average: str = "macro") -> dict[str, float]:

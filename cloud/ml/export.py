@@ -15,6 +15,8 @@ import numpy as np
 
 from cloud.ml.data import as_images
 
+# Imported inside the functions that use them, to keep this module quick to import: onnxruntime, tensorflow, torch.
+
 
 def export_onnx(model, path: Path, sample_shape: tuple[int, ...] = (1, 8, 8)) -> Path:
     """Export a torch model to one ONNX file with the dynamo exporter and a free batch axis.
@@ -49,7 +51,6 @@ def export_onnx(model, path: Path, sample_shape: tuple[int, ...] = (1, 8, 8)) ->
 
 class DigitsCalibrationReader:
     """Feeds calibration batches to onnxruntime's static quantizer (a CalibrationDataReader)."""
-
     def __init__(self, x: np.ndarray, input_name: str = "image", batch_size: int = 32) -> None:
         images = as_images(np.asarray(x, dtype=np.float32), "NCHW")  # N, 1, 8, 8
         self._batches = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]

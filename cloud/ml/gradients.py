@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# Imported inside the functions that use them, to keep this module quick to import: torch.
+
 # Parameters are one vector theta = [w_1, ..., w_d, b]; add_bias appends the column of ones
 # so that a prediction is simply X @ theta.
 
@@ -77,7 +79,6 @@ def torch_gradient(model: str, theta: np.ndarray, x: np.ndarray, y: np.ndarray) 
 @dataclass
 class GradientCheck:
     """Largest absolute differences between the hand-written gradient and two references."""
-
     model: str
     vs_autograd: float
     vs_finite_difference: float
@@ -100,7 +101,6 @@ def check_gradient(model: str, theta: np.ndarray, x: np.ndarray, y: np.ndarray,
 @dataclass
 class DescentResult:
     """Parameters found by gradient descent and the loss after every step."""
-
     theta: np.ndarray
     losses: list[float] = field(default_factory=list)
 

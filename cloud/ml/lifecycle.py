@@ -11,6 +11,8 @@ import numpy as np
 
 from cloud.ml.data import sha256_of
 
+# Imported inside the functions that use them, to keep this module quick to import: joblib, sklearn.
+
 SITES = ("north", "south", "east")  # the categorical column added to a numeric table
 
 
@@ -49,7 +51,6 @@ def tabular_pipeline(numeric: list[str], categorical: list[str], estimator):
 @dataclass(frozen=True)
 class ModelCard:
     """What travels with a saved model: its file, digest, inputs, classes and metrics."""
-
     name: str
     file: str
     sha256: str

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
+# Imported inside the functions that use them, to keep this module quick to import: keras, torch.
+
 # Heavy frameworks are imported inside functions so `import cloud.ml.models` stays cheap.
 
 
@@ -11,7 +15,6 @@ def build_torch_cnn(num_classes: int = 10):
 
     class DigitsCNN(nn.Module):
         """Two 3x3 convolutions, a 2x2 max-pool and two dense layers (about 38k parameters)."""
-
         def __init__(self) -> None:
             super().__init__()
             self.conv1 = nn.Conv2d(1, 16, kernel_size=3, padding=1)
@@ -106,14 +109,11 @@ def build_torch_attention_classifier(vocab: int, length: int, num_classes: int, 
     values from the same sequence) with a residual connection; the first position's output
     is read out, like a transformer's [CLS] token.
     """
-    import math
-
     import torch
     from torch import nn
 
     class TinySelfAttention(nn.Module):
         """softmax(Q K^T / sqrt(d)) V over one sequence, then a linear read-out of position 0."""
-
         def __init__(self) -> None:
             super().__init__()
             self.tokens = nn.Embedding(vocab, dim)

@@ -18,6 +18,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud.ml.data import DIGITS_LABELS
+from cloud.ml.export import export_onnx, export_tflite, quantize_onnx_static
 from edge.serving.bundle import Preprocessing, write_bundle
 from edge.serving.keys import (
     PRIVATE_KEY_FILE,
@@ -28,8 +29,6 @@ from edge.serving.keys import (
     save_public_key,
 )
 from edge.serving.runners import inspect_model
-
-FRAMES_FILE = "digits_test_frames.npz"
 
 
 def keys_dir(artifacts_dir: Path) -> Path:
@@ -104,8 +103,6 @@ def publish_onnx_bundle(
     labels: list[str] | None = None,
 ) -> Path:
     """Export a torch CNN to ONNX and publish it signed; with ``calibration`` (N, 64) it is static int8 QDQ."""
-    from cloud.ml.export import export_onnx, quantize_onnx_static
-
     with tempfile.TemporaryDirectory() as tmp:
         model_file = export_onnx(torch_model, Path(tmp) / "model.onnx")
         precision, quantization = "fp32", {}
@@ -130,8 +127,6 @@ def publish_tflite_bundle(
     labels: list[str] | None = None,
 ) -> Path:
     """Convert a Keras CNN to TFLite and publish it signed; with ``representative`` (N, 64) it is full int8."""
-    from cloud.ml.export import export_tflite
-
     with tempfile.TemporaryDirectory() as tmp:
         int8 = representative is not None
         model_file = export_tflite(keras_model, Path(tmp) / "model.tflite", int8=int8, representative_x=representative)

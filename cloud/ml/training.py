@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from cloud.ml.data import DigitsSplit, as_images
+from cloud.ml.models import build_torch_cnn
+
+# Imported inside the functions that use them, to keep this module quick to import: keras, tensorflow, torch.
 
 TORCH_CNN_FILE = "digits_cnn.pt"
 KERAS_CNN_FILE = "digits_cnn.keras"
@@ -16,7 +20,6 @@ KERAS_CNN_FILE = "digits_cnn.keras"
 @dataclass
 class History:
     """Per-epoch training loss and validation accuracy."""
-
     loss: list[float] = field(default_factory=list)
     val_accuracy: list[float] = field(default_factory=list)
 
@@ -107,7 +110,6 @@ def load_torch_cnn(folder: Path):
     """Rebuild the kit's CNN and load digits_cnn.pt from folder."""
     import torch
 
-    from cloud.ml.models import build_torch_cnn
 
     model = build_torch_cnn()
     model.load_state_dict(torch.load(folder / TORCH_CNN_FILE, map_location="cpu"))
@@ -182,8 +184,6 @@ def predict_accuracy(model, x: np.ndarray, y: np.ndarray, batch_size: int = 1024
 
 def tensorflow_device() -> str:
     """'GPU' when TensorFlow sees one, else 'CPU' (imports TensorFlow quietly)."""
-    import os
-
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
@@ -192,8 +192,6 @@ def tensorflow_device() -> str:
 
 def limit_threads(threads: int = 1) -> None:
     """Cap torch and TensorFlow CPU threads (small models on shared cores run faster this way)."""
-    import os
-
     import torch
 
     torch.set_num_threads(threads)

@@ -6,11 +6,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# Imported inside the functions that use them, to keep this module quick to import: sklearn.
+
 
 @dataclass(frozen=True)
 class AttackResult:
     """How well an attack separates members from non-members."""
-
     name: str
     auc: float  # area under the ROC curve; 0.5 = guessing
     advantage: float  # max over thresholds of TPR - FPR; 0 = guessing

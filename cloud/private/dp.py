@@ -11,8 +11,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cloud.ml.data import as_images
+from cloud.ml.models import build_torch_cnn
+
 # ε is computed in one place, on the device side, so a device and the cloud agree on every number.
 from edge.private.dp import ACCOUNTANTS, RDP_ORDERS, epsilon_for  # noqa: F401 - re-exported
+
+# Imported inside the functions that use them, to keep this module quick to import: opacus, torch.
 
 # One accountant history entry, as Opacus keeps it: (noise multiplier σ, sample rate q, steps).
 HistoryEntry = tuple[float, float, int]
@@ -32,7 +36,6 @@ def quiet_opacus():
 @dataclass
 class TrainResult:
     """A trained classifier with its timing and, for DP runs, its privacy accounting."""
-
     model: object
     private: bool
     accuracy: float  # on the evaluation set
@@ -133,7 +136,6 @@ def _train_private(x_train, y_train, x_eval, y_eval, target_epsilon, noise_multi
     from opacus.utils.batch_memory_manager import BatchMemoryManager
     from torch import nn
 
-    from cloud.ml.models import build_torch_cnn
 
     torch.set_num_threads(1)
     torch.manual_seed(seed)
@@ -181,7 +183,6 @@ def train_plain(x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray, y_
     import torch
     from torch import nn
 
-    from cloud.ml.models import build_torch_cnn
 
     torch.set_num_threads(1)
     torch.manual_seed(seed)

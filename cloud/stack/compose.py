@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -53,7 +54,6 @@ def compose_command(*args: str, overlays: Sequence[str] = ()) -> list[str]:
 
 class ComposeStack:
     """Bring the compose services up (waiting on their health checks) and down."""
-
     def __init__(self, settings: StackSettings, overlays: Sequence[str] = (),
                  console: Console | None = None) -> None:
         self.settings = settings
@@ -62,8 +62,6 @@ class ComposeStack:
 
     def _run(self, *args: str) -> None:
         """Run a compose command, failing with its output."""
-        import os
-
         cmd = compose_command(*args, overlays=self.overlays)
         env = dict(os.environ)
         env.setdefault("KAFKA_HOST_IP", lan_address() or "127.0.0.1")

@@ -13,7 +13,9 @@ from rich.console import Console
 from rich.table import Table
 
 from cloud.settings import StackSettings, split_host_port
+from cloud.stack.compose import docker_engine_available
 from cloud.stack.lan import lan_address
+from cloud.stack.procs import port_answers
 
 # Platforms with published wheels for every package of the `edge` extra
 # (onnxruntime, ai-edge-litert, kafka-python, flwr), checked on PyPI in 2026-11.
@@ -53,9 +55,6 @@ def gpu_summary() -> str:
 
 def run_doctor(settings: StackSettings, console: Console) -> int:
     """Print the checks as a table; exit 1 when something the kit needs is missing."""
-    from cloud.stack.compose import docker_engine_available
-    from cloud.stack.procs import port_answers
-
     rows: list[tuple[str, str, str]] = []
     ok = True
     version_ok = sys.version_info >= (3, 11)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import sys
 import time
 import urllib.error
@@ -15,9 +16,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-from cloud.stack import procs
-from cloud.stack.broker import broker_answers, tansu_command
 from cloud.settings import StackSettings
+from cloud.stack import procs
+from cloud.stack.broker import broker_answers, ensure_topics, tansu_command
+from cloud.stack.certs import CertPaths
+from cloud.stack.compose import ComposeStack, docker_engine_available
 
 STATE_FILE = "stack.json"
 SERVICE_NAMES = ("broker", "superlink")
@@ -26,7 +29,6 @@ SERVICE_NAMES = ("broker", "superlink")
 @dataclass
 class ServiceSpec:
     """How to start one service and how to know it is healthy."""
-
     name: str
     variable: str  # the environment variable that moves its address
     host: str
@@ -38,8 +40,6 @@ class ServiceSpec:
 
 def superlink_healthy(host: str, port: int, timeout_s: float = 1.0, ca: Path | None = None) -> bool:
     """True when the SuperLink's API answers GET /health with 200 (over HTTPS, verified with ca, when given)."""
-    import ssl
-
     scheme, context = ("https", ssl.create_default_context(cafile=str(ca))) if ca else ("http", None)
     try:
         with urllib.request.urlopen(f"{scheme}://{host}:{port}/health", timeout=timeout_s,
@@ -66,7 +66,6 @@ def superlink_tls_files(settings: StackSettings):
     """
     if settings.superlink_tls is False:
         return None
-    from cloud.stack.certs import CertPaths
 
     paths = CertPaths(Path(settings.certs_dir).resolve())
     if settings.superlink_tls is None:
@@ -119,7 +118,6 @@ class LocalStack:
     ``owned=True`` (a lab run) ties the processes to this Python process and stops
     them on exit; ``owned=False`` (``cloud up``) leaves them running for ``cloud down``.
     """
-
     def __init__(self, settings: StackSettings, state_dir: Path, owned: bool = True,
                  console: Console | None = None) -> None:
         self.settings = settings
@@ -183,9 +181,7 @@ class LocalStack:
         return state
 
     def recreate_topics(self) -> list[str]:
-        """Create the kit's topics (cloud.stack.topics) that the broker lacks, e.g. after a memory-storage restart."""
-        from cloud.stack.topics import ensure_topics
-
+        """Create the kit's topics (edge.wire.topics) that the broker lacks, e.g. after a memory-storage restart."""
         created = ensure_topics(self.settings.kafka_bootstrap_servers)
         if created:
             self.console.print(f"  topics created: {', '.join(created)}")
@@ -229,7 +225,6 @@ class LocalStack:
 @dataclass
 class StackHandle:
     """What a lab sees of a running stack: its endpoints and how it was started."""
-
     runtime: str
     bootstrap_servers: str
     superlink_address: str
@@ -239,8 +234,6 @@ class StackHandle:
 
 def resolve_runtime(runtime: str) -> str:
     """Turn RUNTIME=auto into 'docker' when a Docker engine answers, else 'local'."""
-    from cloud.stack.compose import docker_engine_available
-
     if runtime in ("local", "external"):
         return runtime
     engine = docker_engine_available()
@@ -267,7 +260,6 @@ def stack_for_lab(settings: StackSettings, runtime: str, run_path: Path,
         yield _external_stack(settings, services)
         return
     if chosen == "docker":
-        from cloud.stack.compose import ComposeStack
 
         compose = ComposeStack(settings, console=console)
         compose.up(services)

@@ -1,1 +1,1 @@
-"""Broker-side stream services: the processor with its online model, the event store and the drift responder. May import cloud.ml, cloud.stack and edge."""
+"""Broker-side stream services: the processor, its River parts (online), its store, the drift responder, their Kafka clients and the scenario that starts them. May import cloud.ml, cloud.stack, cloud.settings and edge."""

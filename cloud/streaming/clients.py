@@ -1,9 +1,11 @@
-"""Two Kafka clients behind one small interface for the cloud's consumer-group services.
+"""Two Kafka clients behind one small interface for the cloud's stream services (processor, drift responder).
 
 The stream processor needs five things from Kafka: join a group over some topics, poll records,
 commit offsets it names, send a few messages (alerts, dead letters) and wait until they are
-acknowledged. ``KafkaPythonGroup`` does it with kafka-python, the kit's named client (pure Python,
-installs anywhere, and the devices use it too); ``ConfluentGroup`` with confluent-kafka (librdkafka, C).
+acknowledged (``open_group``). The drift responder needs the same without a group: every partition
+of its topics, read from a point in time or from now on, and nothing committed (``open_reader``).
+``KafkaPythonGroup`` does both with kafka-python, the kit's named client (pure Python, installs
+anywhere, and the devices use it too); ``ConfluentGroup`` with confluent-kafka (librdkafka, C).
 Both take their numbers from ``edge/wire/kafka.py``, so a setting changes in one place.
 
 ``make bench-stream`` runs the processor with each client side by side; see lab 07's README for
@@ -12,8 +14,13 @@ which one the kit picks and why.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
+
+from edge.wire.kafka import consumer_config, producer_config
+
+# Imported inside the functions that use them, to keep this module quick to import: confluent_kafka, kafka.
 
 CLIENTS = ("kafka-python", "confluent")
 
@@ -23,7 +30,7 @@ _LIBRDKAFKA_NAMES = {
     "enable_auto_commit": "enable.auto.commit", "max_poll_interval_ms": "max.poll.interval.ms",
     "session_timeout_ms": "session.timeout.ms", "heartbeat_interval_ms": "heartbeat.interval.ms",
     "acks": "acks", "linger_ms": "linger.ms", "batch_size": "batch.size", "retries": "retries",
-    "retry_backoff_ms": "retry.backoff.ms",
+    "retry_backoff_ms": "retry.backoff.ms", "max_request_size": "message.max.bytes",
 }
 
 
@@ -33,7 +40,6 @@ class Record(NamedTuple):
     A NamedTuple rather than a frozen dataclass: one is built per message, and a tuple is about
     twice as fast to build (a frozen dataclass sets each field through ``object.__setattr__``).
     """
-
     topic: str
     partition: int
     offset: int
@@ -62,21 +68,27 @@ def librdkafka_config(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class KafkaPythonGroup:
-    """A consumer-group member and a producer with kafka-python."""
+def _noop(partitions: list[tuple[str, int]]) -> None:
+    """A partition callback that does nothing (a reader's partitions never move)."""
 
+
+class KafkaPythonGroup:
+    """A consumer-group member (or, with ``group=None``, a reader of every partition) and a producer with kafka-python.
+
+    Without a group the consumer is assigned every partition of ``topics`` and positioned at ``since``
+    (epoch seconds) or, when that is None or later than every record, at the current end; it commits nothing.
+    """
     name = "kafka-python"
 
-    def __init__(self, bootstrap: str, group: str, topics: Iterable[str], on_assign: OnPartitions,
-                 on_revoke: OnPartitions, max_records: int = 1000, **consumer_overrides: Any) -> None:
+    def __init__(self, bootstrap: str, group: str | None, topics: Iterable[str], on_assign: OnPartitions,
+                 on_revoke: OnPartitions, max_records: int = 1000, since: float | None = None,
+                 producer_overrides: dict[str, Any] | None = None, **consumer_overrides: Any) -> None:
+        # kafka-python is imported when a client is opened, as the confluent client is (only the chosen one loads).
         from kafka import KafkaConsumer, KafkaProducer
         from kafka.consumer.subscription_state import ConsumerRebalanceListener
 
-        from edge.wire.kafka import consumer_config, producer_config
-
         class Listener(ConsumerRebalanceListener):
             """Pass partition moves on as (topic, partition) pairs."""
-
             def on_partitions_revoked(self, revoked):
                 on_revoke(sorted((t.topic, t.partition) for t in revoked))
 
@@ -85,9 +97,28 @@ class KafkaPythonGroup:
 
         self.consumer = KafkaConsumer(**consumer_config(bootstrap, group, max_poll_records=max_records,
                                                         **consumer_overrides))
-        self.consumer.subscribe(list(topics), listener=Listener())
-        self.producer = KafkaProducer(**producer_config(bootstrap, linger_ms=5))
+        if group is None:
+            on_assign(self._assign_all(list(topics), since))
+        else:
+            self.consumer.subscribe(list(topics), listener=Listener())
+        self.producer = KafkaProducer(**producer_config(bootstrap, **{"linger_ms": 5, **(producer_overrides or {})}))
         self._futures: list = []
+
+    def _assign_all(self, topics: list[str], since: float | None) -> list[tuple[str, int]]:
+        """Take every partition of the topics, positioned at ``since`` or the end; returns them."""
+        from kafka import TopicPartition
+
+        parts = [TopicPartition(t, p) for t in topics for p in sorted(self.consumer.partitions_for_topic(t) or {0})]
+        self.consumer.assign(parts)
+        self.consumer.seek_to_end()
+        if since is not None:
+            found = self.consumer.offsets_for_times({tp: int(since * 1000) for tp in parts})
+            for tp, at in found.items():
+                if at is not None and at.timestamp >= 0:  # Tansu answers timestamp -1 for "nothing that late"
+                    self.consumer.seek(tp, at.offset)
+        for tp in parts:
+            self.consumer.position(tp)  # resolve "end" now, so events from here on are all read
+        return sorted((tp.topic, tp.partition) for tp in parts)
 
     def poll(self, timeout_s: float) -> list[Record]:
         """Records that arrived (up to max_records), in partition order."""
@@ -125,28 +156,60 @@ class KafkaPythonGroup:
 
 
 class ConfluentGroup:
-    """A consumer-group member and a producer with confluent-kafka (librdkafka)."""
+    """A consumer-group member (or, with ``group=None``, a reader of every partition) and a producer with confluent-kafka.
 
+    Without a group it behaves as ``KafkaPythonGroup`` does; librdkafka insists on a group id even then,
+    so it gets a throwaway one that never joins (``assign`` takes partitions without the group protocol).
+    """
     name = "confluent"
 
-    def __init__(self, bootstrap: str, group: str, topics: Iterable[str], on_assign: OnPartitions,
-                 on_revoke: OnPartitions, max_records: int = 1000, **consumer_overrides: Any) -> None:
+    def __init__(self, bootstrap: str, group: str | None, topics: Iterable[str], on_assign: OnPartitions,
+                 on_revoke: OnPartitions, max_records: int = 1000, since: float | None = None,
+                 producer_overrides: dict[str, Any] | None = None, **consumer_overrides: Any) -> None:
         try:
+            # librdkafka: loaded only when this client is chosen
             from confluent_kafka import Consumer, Producer
         except ImportError:
             raise ImportError("--client confluent needs confluent-kafka: pip install confluent-kafka==2.16.1 "
                               "(or use --client kafka-python)") from None
-        from edge.wire.kafka import consumer_config, producer_config
 
-        self.consumer = Consumer(librdkafka_config(consumer_config(bootstrap, group, **consumer_overrides)))
-        self.consumer.subscribe(
-            list(topics),
-            on_assign=lambda _, parts: on_assign(sorted((p.topic, p.partition) for p in parts)),
-            on_revoke=lambda _, parts: on_revoke(sorted((p.topic, p.partition) for p in parts)))
-        self.producer = Producer(librdkafka_config(producer_config(bootstrap, linger_ms=5)))
+        group_id = group if group is not None else f"reader-{uuid.uuid4().hex[:12]}"
+        self._skip_before: dict[tuple[str, int], int] = {}  # reader partitions still checked against ``since`` (ms)
+        self.consumer = Consumer(librdkafka_config(consumer_config(bootstrap, group_id, **consumer_overrides)))
+        if group is None:
+            on_assign(self._assign_all(list(topics), since))
+        else:
+            self.consumer.subscribe(
+                list(topics),
+                on_assign=lambda _, parts: on_assign(sorted((p.topic, p.partition) for p in parts)),
+                on_revoke=lambda _, parts: on_revoke(sorted((p.topic, p.partition) for p in parts)))
+        self.producer = Producer(librdkafka_config(producer_config(
+            bootstrap, **{"linger_ms": 5, **(producer_overrides or {})})))
         self.max_records = max_records
         self._pending = 0
         self._errors: list[str] = []
+
+    def _assign_all(self, topics: list[str], since: float | None, timeout_s: float = 10.0) -> list[tuple[str, int]]:
+        """Take every partition of the topics, positioned at ``since`` or the end; returns them."""
+        from confluent_kafka import TopicPartition
+
+        metadata = self.consumer.list_topics(timeout=timeout_s).topics
+        parts = []
+        for topic in topics:
+            for partition in sorted(metadata[topic].partitions) if topic in metadata else [0]:
+                _, end = self.consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
+                parts.append(TopicPartition(topic, partition, end))  # the end resolved now, as kafka-python's reader
+        if since is not None:
+            since_ms = int(since * 1000)
+            wanted = [TopicPartition(tp.topic, tp.partition, since_ms) for tp in parts]
+            for tp, at in zip(parts, self.consumer.offsets_for_times(wanted, timeout=timeout_s)):
+                if 0 <= at.offset < tp.offset:  # negative: nothing that late, stay at the end
+                    tp.offset = at.offset
+                    # Tansu answers "nothing that late" with an early offset and timestamp -1, and librdkafka
+                    # hides the timestamp (kafka-python's reader checks it): poll drops what is older than since.
+                    self._skip_before[(tp.topic, tp.partition)] = since_ms
+        self.consumer.assign(parts)
+        return sorted((tp.topic, tp.partition) for tp in parts)
 
     def poll(self, timeout_s: float) -> list[Record]:
         """Records that arrived (up to max_records); client-side errors are raised, end-of-partition skipped."""
@@ -161,8 +224,21 @@ class ConfluentGroup:
                 if error.fatal():
                     raise KafkaException(error)
                 continue  # transient (a broker reconnecting): librdkafka retries by itself
+            if self._skip_before and self._too_early(m):
+                continue
             out.append(Record(m.topic(), m.partition(), m.offset(), m.key(), m.value(), m.headers() or []))
         return out
+
+    def _too_early(self, message) -> bool:
+        """True for a reader's record older than ``since``; the first one that is not ends the check there."""
+        where = (message.topic(), message.partition())
+        since_ms = self._skip_before.get(where)
+        if since_ms is None:
+            return False
+        if message.timestamp()[1] < since_ms:
+            return True
+        del self._skip_before[where]
+        return False
 
     def commit(self, offsets: dict[tuple[str, int], int]) -> None:
         """Commit the next offset to read per (topic, partition); raise CommitFailed if the group moved on."""
@@ -201,7 +277,7 @@ class ConfluentGroup:
         self.producer.flush(5)
 
 
-def open_group(client: str, bootstrap: str, group: str, topics: Iterable[str], on_assign: OnPartitions,
+def open_group(client: str, bootstrap: str, group: str | None, topics: Iterable[str], on_assign: OnPartitions,
                on_revoke: OnPartitions, **settings: Any):
     """A group member with the named client: ``kafka-python`` (the kit's default) or ``confluent``."""
     if client == "kafka-python":
@@ -209,3 +285,9 @@ def open_group(client: str, bootstrap: str, group: str, topics: Iterable[str], o
     if client == "confluent":
         return ConfluentGroup(bootstrap, group, topics, on_assign, on_revoke, **settings)
     raise ValueError(f"unknown Kafka client {client!r}; use one of {', '.join(CLIENTS)}")
+
+
+def open_reader(client: str, bootstrap: str, topics: Iterable[str], since: float | None = None,
+                on_assign: OnPartitions = _noop, **settings: Any):
+    """Every partition of the topics with no group, from ``since`` (epoch seconds) or from now on, and a producer."""
+    return open_group(client, bootstrap, None, topics, on_assign, _noop, since=since, **settings)

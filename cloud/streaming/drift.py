@@ -9,7 +9,8 @@ and swap it. With ``--tflite`` it then copies the weights into the Keras twin of
 it to TFLite, signs that bundle too and publishes a second notice (``runtime="litert"``) for devices
 that run TFLite; ONNX devices skip it. The TFLite step comes after the ONNX notice, so its cost
 (TensorFlow's import, about 5 s, and the conversion) never delays the ONNX devices' swap.
-Results go to a JSON file, one entry per update.
+Results go to a JSON file, one entry per update. Kafka goes through the processor's client interface
+(``clients.open_reader``: no group, every partition), so ``--client`` picks kafka-python or confluent.
 
 Run it with ``python -m cloud.streaming.drift --bootstrap HOST:9092 --weights digits_cnn.pt --bundles DIR``.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import copy
 import hashlib
 import json
 import os
@@ -31,20 +33,27 @@ from typing import Any
 
 import numpy as np
 
-from cloud.stack.topics import ALERTS, MODEL_UPDATES, PREDICTIONS
+from cloud.ml.data import as_images
+from cloud.ml.models import build_keras_cnn, build_torch_cnn
+from cloud.ml.publish import ensure_signing_key, publish_onnx_bundle, publish_tflite_bundle
+from cloud.ml.training import torch_accuracy
+from cloud.settings import load_settings
+from cloud.stack.broker import ensure_topics
+from cloud.streaming.clients import CLIENTS, open_reader
+from edge.serving.bundle import pack_bundle
 from edge.wire.events import ModelUpdate, new_event_id, parse_event
+from edge.wire.topics import ALERTS, MODEL_UPDATES, PREDICTIONS
 
-MODEL_NAME = "digits-stream"
+# Imported inside the functions that use them, to keep this module quick to import: torch.
+
+MODEL_NAME = "digits-stream"  # the streamed model's name: devices start on digits-stream@1, each update adds one
 
 
 def fine_tune(model, x: np.ndarray, y: np.ndarray, epochs: int = 15, lr: float = 2e-3, seed: int = 0):
     """Train a copy of the CNN further on (x, y) flat frames; returns the new model."""
-    import copy
-
     import torch
     from torch import nn
 
-    from cloud.ml.data import as_images
 
     torch.manual_seed(seed)
     new = copy.deepcopy(model).train()
@@ -70,8 +79,6 @@ def keras_twin(torch_cnn):
     the first dense layer's 512 inputs are reordered, because torch flattens (C, H, W) and Keras
     flattens (H, W, C). Logits agree to about 1e-7.
     """
-    from cloud.ml.models import build_keras_cnn
-
     w = {name: t.detach().cpu().numpy() for name, t in torch_cnn.state_dict().items()}
     fc1 = w["fc1.weight"]  # 64, 512 with inputs in (C=32, H=4, W=4) order
     fc1 = fc1.reshape(fc1.shape[0], 32, 4, 4).transpose(2, 3, 1, 0).reshape(512, fc1.shape[0])  # 512 (H, W, C), 64
@@ -89,7 +96,6 @@ def publish_tflite_twin(torch_cnn, version: int, bundles_dir: Path, signing_key,
                         metrics: dict[str, float] | None = None) -> Path:
     """Sign the torch CNN as a TFLite bundle in ``bundles_dir/tflite/digits-stream@version``."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from cloud.ml.publish import publish_tflite_bundle
 
     return publish_tflite_bundle(keras_twin(torch_cnn), MODEL_NAME, version, Path(bundles_dir) / "tflite",
                                  signing_key, metrics=metrics)
@@ -97,12 +103,12 @@ def publish_tflite_twin(torch_cnn, version: int, bundles_dir: Path, signing_key,
 
 class DriftResponder:
     """Follows alerts and labelled predictions; retrains and publishes when drift is confirmed."""
-
     def __init__(self, bootstrap: str, weights: Path, bundles_dir: Path, signing_key_dir: Path,
                  version: int = 1, window: int = 600, epochs: int = 15, seed: int = 0,
                  results: Path | None = None, log=print, tflite: bool = False,
-                 since: float | None = None) -> None:
+                 since: float | None = None, client: str = "kafka-python") -> None:
         self.bootstrap = bootstrap
+        self.client = client
         self.weights = Path(weights)
         self.bundles_dir = Path(bundles_dir)
         self.signing_key_dir = Path(signing_key_dir)
@@ -126,13 +132,9 @@ class DriftResponder:
 
     def run(self, ready_file: Path | None = None) -> list[dict[str, Any]]:
         """Follow the topics until stopped; returns the updates published."""
+        # torch is heavy (seconds): only a running responder pays for it
         import torch
-        from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-        from cloud.ml.models import build_torch_cnn
-        from cloud.ml.publish import ensure_signing_key
-        from cloud.stack.topics import ensure_topics
-        from edge.wire.kafka import consumer_config, producer_config
 
         torch.set_num_threads(1)
         ensure_topics(self.bootstrap)
@@ -140,63 +142,44 @@ class DriftResponder:
         self.model.load_state_dict(torch.load(self.weights, map_location="cpu"))
         self.model.eval()
         self.key = ensure_signing_key(self.signing_key_dir)
-        consumer = KafkaConsumer(**consumer_config(self.bootstrap, None))
-        parts = [TopicPartition(t, p) for t in (ALERTS, PREDICTIONS)
-                 for p in sorted(consumer.partitions_for_topic(t) or {0})]
-        consumer.assign(parts)
-        self._seek(consumer, parts)
-        producer = KafkaProducer(**producer_config(self.bootstrap, max_request_size=8 * 1024 * 1024))
+        # No group: every partition of both topics, from --since or from now on; notices carry a bundle (~200 KB).
+        kafka = open_reader(self.client, self.bootstrap, [ALERTS, PREDICTIONS], since=self.since,
+                            producer_overrides={"max_request_size": 8 * 1024 * 1024})
         if ready_file is not None:
             Path(ready_file).write_text(json.dumps({"pid": os.getpid(), "t": time.time()}))
-        self.log(f"drift responder: following {ALERTS} and {PREDICTIONS}; devices run {self.model_ref}")
+        self.log(f"drift responder: following {ALERTS} and {PREDICTIONS} with {self.client}; "
+                 f"devices run {self.model_ref}")
         try:
             while not self.stop.is_set():
-                self._poll_once(consumer)
+                self._poll_once(kafka)
                 if self.pending_alert is not None and self._post_alert_samples() >= self.window:
-                    self._respond(producer)
+                    self._respond(kafka)
         finally:
-            consumer.close()
-            producer.close(timeout=5)
+            kafka.close()
         return self.updates
 
-    def _seek(self, consumer, parts) -> None:
-        """Start reading at ``since`` (epoch seconds), or at the end when it is None or later than every record."""
-        consumer.seek_to_end()
-        if self.since is not None:
-            found = consumer.offsets_for_times({tp: int(self.since * 1000) for tp in parts})
-            for tp, at in found.items():
-                if at is not None and at.timestamp >= 0:  # Tansu answers timestamp -1 for "nothing that late"
-                    consumer.seek(tp, at.offset)
-        for tp in parts:
-            consumer.position(tp)  # resolve "end" now, so events from here on are all read
-
-    def _poll_once(self, consumer) -> None:
+    def _poll_once(self, kafka) -> None:
         """Read what arrived: keep labelled samples, note a drift alert about the current model."""
-        for tp, records in consumer.poll(timeout_ms=200).items():
-            for record in records:
-                parsed = parse_event(record.value)
-                if not parsed.ok:
-                    continue
-                event = parsed.event
-                if event.kind == "prediction" and event.true_label is not None and len(event.features) == 64:
-                    self.samples.append((event.ts, event.features, event.true_label))
-                elif event.kind == "alert" and event.alert == "drift":
-                    if event.model == self.model_ref and self.pending_alert is None:
-                        self.pending_alert = event
-                        self.log(f"drift responder: drift confirmed on {event.model} ({event.detail}); "
-                                 f"collecting {self.window} labelled events to retrain on")
+        for record in kafka.poll(0.2):
+            parsed = parse_event(record.value)
+            if not parsed.ok:
+                continue
+            event = parsed.event
+            if event.kind == "prediction" and event.true_label is not None and len(event.features) == 64:
+                self.samples.append((event.ts, event.features, event.true_label))
+            elif event.kind == "alert" and event.alert == "drift":
+                if event.model == self.model_ref and self.pending_alert is None:
+                    self.pending_alert = event
+                    self.log(f"drift responder: drift confirmed on {event.model} ({event.detail}); "
+                             f"collecting {self.window} labelled events to retrain on")
 
     def _post_alert_samples(self) -> int:
         """Labelled samples made after the pending alert."""
         since = self.pending_alert.ts
         return sum(1 for ts, _, _ in self.samples if ts >= since)
 
-    def _respond(self, producer) -> None:
+    def _respond(self, kafka) -> None:
         """Retrain on the window, export, sign, publish the notice, record before/after accuracy."""
-        from cloud.ml.publish import publish_onnx_bundle
-        from cloud.ml.training import torch_accuracy
-        from edge.serving.bundle import pack_bundle
-
         started = time.monotonic()
         alert = self.pending_alert
         recent = [s for s in self.samples if s[0] >= alert.ts][-self.window:]
@@ -216,7 +199,8 @@ class DriftResponder:
                              bundle_b64=base64.b64encode(data).decode(),
                              reason=f"drift alert {alert.event_id[:8]}: {alert.detail}",
                              accuracy_before=before, accuracy_after=after)
-        producer.send(MODEL_UPDATES, value=notice.to_bytes()).get(timeout=30)
+        kafka.send(MODEL_UPDATES, notice.to_bytes())
+        kafka.flush(30)  # raises if the broker did not take the notice
         self.model, self.version, self.pending_alert = new_model, version, None
         update = {"model": notice.model, "alert_ts": alert.ts, "alert_source_event": alert.source_event_id,
                   "window": len(x), "train": cut, "held_out": len(x) - cut,
@@ -229,15 +213,13 @@ class DriftResponder:
                  f"held-out window accuracy {before:.3f} -> {after:.3f}")
         if self.tflite:
             try:
-                self._publish_tflite(producer, new_model, version, notice, update)
+                self._publish_tflite(kafka, new_model, version, notice, update)
             except Exception as exc:  # noqa: BLE001 - the ONNX update is out; a TFLite failure must not stop the responder
                 self.log(f"drift responder: TFLite bundle for {notice.model} not published ({type(exc).__name__}: "
                          f"{exc}); ONNX devices already have it. Is tensorflow installed (pip install -e '.[cloud]')?")
 
-    def _publish_tflite(self, producer, model, version: int, onnx_notice: ModelUpdate, update: dict) -> None:
+    def _publish_tflite(self, kafka, model, version: int, onnx_notice: ModelUpdate, update: dict) -> None:
         """The same model as a signed TFLite bundle and a second notice for TFLite devices."""
-        from edge.serving.bundle import pack_bundle
-
         started = time.monotonic()
         folder = publish_tflite_twin(model, version, self.bundles_dir, self.key,
                                      metrics={"window_accuracy": update["accuracy_after"]})
@@ -246,7 +228,8 @@ class DriftResponder:
         notice = onnx_notice.model_copy(update={
             "event_id": new_event_id(), "ts": time.time(), "runtime": "litert", "archive_sha256": hashlib.sha256(data).hexdigest(),
             "bundle_b64": base64.b64encode(data).decode()})
-        producer.send(MODEL_UPDATES, value=notice.to_bytes()).get(timeout=30)
+        kafka.send(MODEL_UPDATES, notice.to_bytes())
+        kafka.flush(30)
         update.update({"tflite_bundle": str(folder), "tflite_bundle_bytes": len(data),
                        "tflite_s": round(time.monotonic() - started, 2)})
         self._save()
@@ -261,12 +244,14 @@ class DriftResponder:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ``python -m cloud.streaming.drift --bootstrap HOST:9092 --weights PT --bundles DIR``."""
+    settings = load_settings()
     parser = argparse.ArgumentParser(prog="python -m cloud.streaming.drift", description=__doc__.splitlines()[0])
-    parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
+    parser.add_argument("--bootstrap", default=settings.kafka_bootstrap_servers,
+                        help="broker host:port (default: KAFKA_BOOTSTRAP_SERVERS, else %(default)s)")
     parser.add_argument("--weights", required=True, help="the torch CNN devices run now (state dict .pt)")
     parser.add_argument("--bundles", required=True, help="folder for the new signed bundles")
-    parser.add_argument("--keys", default=os.environ.get("ARTIFACTS_DIR", "artifacts"),
-                        help="artifacts folder holding keys/signing_key.pem (created if missing)")
+    parser.add_argument("--keys", default=str(settings.artifacts_dir),
+                        help="artifacts folder holding keys/signing_key.pem, created if missing (ARTIFACTS_DIR)")
     parser.add_argument("--version", type=int, default=1, help="version of the bundle devices run now")
     parser.add_argument("--window", type=int, default=600, help="labelled events to retrain on")
     parser.add_argument("--epochs", type=int, default=15)
@@ -277,12 +262,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="read alerts and predictions from this epoch time (default: from now on)")
     parser.add_argument("--tflite", action="store_true",
                         help="also publish each update as a signed TFLite bundle (imports TensorFlow, ~5 s more)")
+    parser.add_argument("--client", choices=CLIENTS, default=settings.processor_kafka_client,
+                        help="Kafka client library, as the processor's (PROCESSOR_KAFKA_CLIENT)")
     args = parser.parse_args(argv)
     log = lambda line: print(line, flush=True)  # noqa: E731
     responder = DriftResponder(args.bootstrap, Path(args.weights), Path(args.bundles), Path(args.keys),
                                args.version, args.window, args.epochs, args.seed,
                                Path(args.results) if args.results else None, log, tflite=args.tflite,
-                               since=args.since)
+                               since=args.since, client=args.client)
     signal.signal(signal.SIGTERM, lambda *_: responder.stop.set())
     signal.signal(signal.SIGINT, lambda *_: responder.stop.set())
     responder.run(Path(args.ready_file) if args.ready_file else None)

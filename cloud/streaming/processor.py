@@ -7,11 +7,13 @@ For every event it reads, it:
 
 * refuses malformed, oversized and wrong-schema messages to ``dead-letter`` (original bytes as the
   value; source topic, partition, offset and the reason as headers), and carries on;
-* drops duplicates by event id (a shared SQLite store of processed events, ``EventStore``);
+* drops duplicates by event id (a shared SQLite store of processed events, ``store.EventStore``);
 * predictions: the online model (River, StandardScaler | SoftmaxRegression on a 4x4 pooled frame)
   predicts then learns (progressive validation), and ADWIN watches the edge model's error stream,
   one detector per model version; a rise in error is a ``drift`` alert;
 * telemetry: MinMax scaling then HalfSpaceTrees; a high score is an ``anomaly`` alert.
+
+The River parts are built by ``online.build_online_model``: change the models there.
 
 Processing is at-least-once with exactly-once counts: per polled batch it produces alerts and dead
 letters, waits for the broker, commits the store's transaction, and only then commits the offsets.
@@ -27,7 +29,6 @@ import json
 import os
 import signal
 import socket
-import sqlite3
 import sys
 import threading
 import time
@@ -36,118 +37,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-from cloud.stack.topics import ALERTS, DEAD_LETTER, PREDICTIONS, TELEMETRY
+from cloud.settings import load_settings
+from cloud.stack.broker import ensure_topics
+from cloud.streaming.clients import CLIENTS, CommitFailed, open_group
+from cloud.streaming.online import build_online_model
+from cloud.streaming.store import EventStore
 from edge.wire.events import Alert, PredictionEvent, Telemetry, parse_events, stable_event_id
+from edge.wire.topics import ALERTS, DEAD_LETTER, PREDICTIONS, TELEMETRY
+
+# Imported inside the functions that use them, to keep this module quick to import: river.
 
 TOPIC_KINDS = {TELEMETRY: "telemetry", PREDICTIONS: "prediction"}
 GROUP = "stream-processor"
-
-
-# ----------------------------------------------------------------------------- the store of processed events
-
-
-class EventStore:
-    """Every processed event once (keyed by event id), dead letters and alerts, in one SQLite file.
-
-    Several processors may share the file (WAL mode): it is both the de-duplication memory that
-    survives a restart and the place a lab reads its results from.
-    """
-
-    SCHEMA = """
-    CREATE TABLE IF NOT EXISTS events (
-        event_id TEXT PRIMARY KEY, kind TEXT, device_id TEXT, seq INTEGER, ts REAL,
-        topic TEXT, partition INTEGER, "offset" INTEGER, model TEXT, correct INTEGER,
-        online_correct INTEGER, anomaly_score REAL, processor TEXT, processed_at REAL);
-    CREATE TABLE IF NOT EXISTS dead_letters (
-        topic TEXT, partition INTEGER, "offset" INTEGER, reason TEXT, size INTEGER, processed_at REAL,
-        PRIMARY KEY (topic, partition, "offset"));
-    CREATE TABLE IF NOT EXISTS alerts (
-        event_id TEXT PRIMARY KEY, alert TEXT, device_id TEXT, model TEXT, score REAL,
-        source_event_id TEXT, source_ts REAL, detail TEXT, ts REAL);
-    """
-
-    def __init__(self, path: Path | str) -> None:
-        self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(self.SCHEMA)
-        self._in_tx = False
-
-    def begin(self) -> None:
-        """Start a transaction (one per polled batch)."""
-        if not self._in_tx:
-            self.db.execute("BEGIN IMMEDIATE")
-            self._in_tx = True
-
-    def commit(self) -> None:
-        """Make the batch durable."""
-        if self._in_tx:
-            self.db.execute("COMMIT")
-            self._in_tx = False
-
-    def rollback(self) -> None:
-        """Forget the batch."""
-        if self._in_tx:
-            self.db.execute("ROLLBACK")
-            self._in_tx = False
-
-    def seen(self, event_id: str) -> bool:
-        """True when this event id was processed before (by any processor)."""
-        return self.db.execute("SELECT 1 FROM events WHERE event_id = ?", (event_id,)).fetchone() is not None
-
-    def known(self, event_ids: list[str]) -> set[str]:
-        """Which of these event ids were processed before (one query per 500 ids)."""
-        found: set[str] = set()
-        for start in range(0, len(event_ids), 500):
-            chunk = event_ids[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            found.update(r[0] for r in self.db.execute(f"SELECT event_id FROM events WHERE event_id IN ({marks})", chunk))
-        return found
-
-    # Positional parameters, one list per row in EVENT_COLUMNS order: binding a list is cheaper than
-    # binding a dict by name, and the processor writes a row for every event.
-    EVENT_COLUMNS = ("event_id", "kind", "device_id", "seq", "ts", "topic", "partition", "offset", "model",
-                     "correct", "online_correct", "anomaly_score", "processor", "processed_at")
-    INSERT_EVENT = f"INSERT OR IGNORE INTO events VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
-
-    def add_event(self, row: list[Any]) -> bool:
-        """Record a processed event (values in EVENT_COLUMNS order); False when its id was already there."""
-        return self.db.execute(self.INSERT_EVENT, row).rowcount == 1
-
-    def add_events(self, rows: list[list[Any]]) -> None:
-        """Record a batch of processed events (ids already checked with ``known``) in one statement."""
-        self.db.executemany(self.INSERT_EVENT, rows)
-
-    def add_dead_letter(self, topic: str, partition: int, offset: int, reason: str, size: int) -> None:
-        """Record a refused message (once per source position)."""
-        self.db.execute("INSERT OR IGNORE INTO dead_letters VALUES (?, ?, ?, ?, ?, ?)",
-                        (topic, partition, offset, reason, size, time.time()))
-
-    def add_alert(self, alert: Alert, source_ts: float) -> None:
-        """Record an alert the processor raised (once per alert id)."""
-        self.db.execute("INSERT OR IGNORE INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (alert.event_id, alert.alert, alert.device_id, alert.model, alert.score,
-                         alert.source_event_id, source_ts, alert.detail, alert.ts))
-
-    def counts(self) -> dict[str, dict[str, int]]:
-        """Processed events per device and kind."""
-        out: dict[str, dict[str, int]] = {}
-        for device, kind, n in self.db.execute("SELECT device_id, kind, COUNT(*) FROM events GROUP BY 1, 2"):
-            out.setdefault(device, {})[kind] = n
-        return out
-
-    def total(self) -> int:
-        """Processed events, all devices."""
-        return self.db.execute("SELECT COUNT(*) FROM events").fetchone()[0]
-
-    def close(self) -> None:
-        """Close the connection."""
-        self.rollback()
-        self.db.close()
 
 
 # ----------------------------------------------------------------------------- the processing logic (no Kafka)
@@ -170,7 +71,6 @@ def pooled_features(features: list[float]) -> dict[str, float]:
 @dataclass(slots=True)
 class Outcome:
     """What processing one event produced."""
-
     new: bool
     alerts: list[Alert] = field(default_factory=list)
     row: list[Any] | None = None  # the stored row, in EventStore.EVENT_COLUMNS order
@@ -192,25 +92,22 @@ class StreamProcessor:
     >>> p.process(t).new, p.process(t).new, p.duplicates
     (True, False, 1)
     """
-
     def __init__(self, store: EventStore, name: str = "processor", seed: int = 0,
                  anomaly_threshold: float = 0.995, anomaly_warmup: int = 300,
                  adwin_delta: float = 0.002, min_drift_events: int = 30) -> None:
-        from river import anomaly, compose, drift, linear_model, metrics, preprocessing
+        # River is heavy (about 2 s): imported when a processor is built, not on import
+        from river import metrics
 
-        self._adwin = drift.ADWIN
         self.store = store
         self.name = name
-        self.online = compose.Pipeline(preprocessing.StandardScaler(), linear_model.SoftmaxRegression())
+        self.online = build_online_model(seed=seed, adwin_delta=adwin_delta)
         self.online_accuracy = metrics.Accuracy()
         self.edge_accuracy = metrics.Accuracy()
-        self.scaler = preprocessing.MinMaxScaler()
-        self.hst = anomaly.HalfSpaceTrees(seed=seed)
         self.anomaly_threshold = anomaly_threshold
         self.anomaly_warmup = anomaly_warmup
         self.adwin_delta = adwin_delta
         self.min_drift_events = min_drift_events
-        self.detectors: dict[str, Any] = {}  # model ref -> ADWIN on that model's error stream
+        self.detectors: dict[str, Any] = {}  # model ref -> drift detector (ADWIN) on that model's error stream
         self.errors_seen: Counter[str] = Counter()
         self.telemetry_seen = 0
         self.duplicates = 0
@@ -267,15 +164,17 @@ class StreamProcessor:
             return []
         if len(event.features) == 64:
             x = pooled_features(event.features)
-            guess = self.online.predict_one(x)
-            self.online.learn_one(x, event.true_label)
+            guess = self.online.classifier.predict_one(x)
+            self.online.classifier.learn_one(x, event.true_label)
             if guess is not None:
                 self.online_accuracy.update(event.true_label, guess)
                 row[self.ONLINE_CORRECT] = int(guess == event.true_label)
         error = int(event.predicted != event.true_label)
         row[self.CORRECT] = 1 - error
         self.edge_accuracy.update(event.true_label, event.predicted)
-        detector = self.detectors.setdefault(event.model, self._adwin(delta=self.adwin_delta, clock=8))
+        detector = self.detectors.get(event.model)
+        if detector is None:
+            detector = self.detectors[event.model] = self.online.new_drift_detector()
         before = detector.estimation
         detector.update(error)
         self.errors_seen[event.model] += 1
@@ -291,10 +190,10 @@ class StreamProcessor:
         """MinMax-scaled telemetry into HalfSpaceTrees; a high score after warm-up is an anomaly alert."""
         x = {"brightness": event.brightness, "contrast": event.contrast, "saturated": event.saturated,
              "confidence": event.confidence}
-        self.scaler.learn_one(x)
-        scaled = {k: min(1.0, max(0.0, v)) for k, v in self.scaler.transform_one(x).items()}
-        score = float(self.hst.score_one(scaled))
-        self.hst.learn_one(scaled)
+        self.online.scaler.learn_one(x)
+        scaled = {k: min(1.0, max(0.0, v)) for k, v in self.online.scaler.transform_one(x).items()}
+        score = float(self.online.anomaly.score_one(scaled))
+        self.online.anomaly.learn_one(scaled)
         self.telemetry_seen += 1
         row[self.ANOMALY_SCORE] = score
         if self.telemetry_seen > self.anomaly_warmup and score >= self.anomaly_threshold:
@@ -329,7 +228,6 @@ class ProcessorService:
     ``client`` picks the Kafka client (``cloud/streaming/clients.py``): ``kafka-python`` (the kit's named client)
     or ``confluent``. River's import (about 2 s) runs in a thread while the group join waits on the broker.
     """
-
     # Tansu holds a new group's first join for a time that grows with the session timeout: 3 s gave
     # the first records 1-2 s after start (6 s gave 3 s), and a dead processor's partitions move after
     # 3 s. 2 s joined no faster and, on a loaded 2-core machine, missed heartbeats and lost the group.
@@ -389,9 +287,6 @@ class ProcessorService:
 
     def run(self, max_seconds: float | None = None) -> dict[str, Any]:
         """Consume until stopped (or max_seconds); returns the processor's stats."""
-        from cloud.streaming.clients import CommitFailed, open_group
-        from cloud.stack.topics import ensure_topics
-
         ensure_topics(self.bootstrap)
         group = open_group(self.client, self.bootstrap, self.group, [TELEMETRY, PREDICTIONS], self._assigned,
                            self._revoked, max_records=self.max_records,
@@ -474,19 +369,20 @@ class ProcessorService:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: ``python -m cloud.streaming.processor --bootstrap HOST:9092 --store PATH``."""
+    settings = load_settings()
     parser = argparse.ArgumentParser(prog="python -m cloud.streaming.processor", description=__doc__.splitlines()[0])
-    parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
-    parser.add_argument("--store", default=os.environ.get("PROCESSOR_STORE", "runs/stream/processed.db"),
-                        help="SQLite file of processed events (shared by the group's processors)")
+    parser.add_argument("--bootstrap", default=settings.kafka_bootstrap_servers,
+                        help="broker host:port (default: KAFKA_BOOTSTRAP_SERVERS, else %(default)s)")
+    parser.add_argument("--store", default=str(settings.processor_store),
+                        help="SQLite file of processed events, shared by the group's processors (PROCESSOR_STORE)")
     parser.add_argument("--group", default=GROUP)
     parser.add_argument("--name", default=None, help="this processor's name in logs and the store")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ready-file", default=None, help="written once partitions are assigned")
     parser.add_argument("--stats", default=None, help="write the final stats as JSON here")
     parser.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    parser.add_argument("--client", choices=("kafka-python", "confluent"),
-                        default=os.environ.get("PROCESSOR_KAFKA_CLIENT", "kafka-python"),
-                        help="Kafka client library (make bench-stream compares them)")
+    parser.add_argument("--client", choices=CLIENTS, default=settings.processor_kafka_client,
+                        help="Kafka client library, PROCESSOR_KAFKA_CLIENT (make bench-stream compares them)")
     args = parser.parse_args(argv)
     log = lambda line: print(line, flush=True)  # noqa: E731
     service = ProcessorService(args.bootstrap, Path(args.store), args.group, args.name, args.seed, log,

@@ -1,33 +1,39 @@
 """The edge-to-cloud streaming scenario's moving parts as processes: devices, processors, the drift responder.
 
 Lab 07, the streaming benchmark and the reliability tests start the same real processes
-(``python -m edge.streaming.device``, ``python -m cloud.streaming.processor``, ``python -m cloud.streaming.drift``) through these
-helpers, wait on their health (a ready file, never a sleep), and read the results back from the
-processor's store.
+(``python -m edge.streaming``, ``python -m cloud.streaming.processor``, ``python -m cloud.streaming.drift``)
+through these helpers, wait on their health (a ready file, never a sleep), and read the results back
+from the processor's store (``cloud.streaming.store.StoreReader``).
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from cloud.ml.data import digits_split
+from cloud.ml.models import build_torch_cnn
+from cloud.ml.publish import bundles_dir, ensure_signing_key, publish_onnx_bundle
+from cloud.ml.training import save_torch_model, torch_accuracy, train_torch
 from cloud.settings import KIT_ROOT
 from cloud.stack import procs
+from cloud.stack.local import venv_env
+from cloud.streaming.drift import MODEL_NAME
+from edge.serving.bundle import load_bundle
+from edge.serving.keys import PUBLIC_KEY_FILE, load_public_key
+from edge.serving.sources import save_frames
 
-MODEL_NAME = "digits-stream"
+# Imported inside the functions that use them, to keep this module quick to import: matplotlib, torch.
 
 
 @dataclass
 class InitialModel:
     """What devices start with: a signed bundle, the public key, frames to stream, and the torch weights."""
-
     bundle: Path
     public_key: Path
     frames: Path
@@ -38,10 +44,6 @@ class InitialModel:
 
 def prepare_initial_model(artifacts_dir: Path, seed: int = 0, epochs: int = 15) -> InitialModel:
     """Train the digits CNN and publish it as digits-stream@1, or reuse what an earlier run left in artifacts/lab-07."""
-    from cloud.ml.publish import bundles_dir, ensure_signing_key, publish_onnx_bundle
-    from edge.serving.keys import PUBLIC_KEY_FILE
-    from edge.serving.sources import save_frames
-
     folder = Path(artifacts_dir) / "lab-07" / f"seed{seed}-e{epochs}"
     bundle, weights, frames = folder / f"{MODEL_NAME}@1", folder / "digits_cnn.pt", folder / "frames.npz"
     info = folder / "model.json"
@@ -49,8 +51,6 @@ def prepare_initial_model(artifacts_dir: Path, seed: int = 0, epochs: int = 15) 
     public_key = bundles_dir(artifacts_dir) / PUBLIC_KEY_FILE
     if info.exists() and bundle.exists() and weights.exists() and frames.exists():
         meta = json.loads(info.read_text())
-        from edge.serving.bundle import load_bundle
-        from edge.serving.keys import load_public_key
 
         try:
             load_bundle(bundle, load_public_key(public_key), check_model=False)
@@ -60,9 +60,6 @@ def prepare_initial_model(artifacts_dir: Path, seed: int = 0, epochs: int = 15) 
             pass  # signed with an older key: train again
     import torch
 
-    from cloud.ml.data import digits_split
-    from cloud.ml.models import build_torch_cnn
-    from cloud.ml.training import save_torch_model, torch_accuracy, train_torch
 
     torch.set_num_threads(1)
     split = digits_split(seed=42)
@@ -80,8 +77,6 @@ def prepare_initial_model(artifacts_dir: Path, seed: int = 0, epochs: int = 15) 
 
 def child_env() -> dict[str, str]:
     """Environment for child processes: the venv's bin on PATH, unbuffered output."""
-    from cloud.stack.local import venv_env
-
     return venv_env({"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
 
 
@@ -114,9 +109,9 @@ def start_responder(bootstrap: str, model: InitialModel, artifacts_dir: Path, fo
 
 def start_device(bootstrap: str, model: InitialModel, folder: Path, name: str, *, rate: float, duration: float,
                  drift_at: float | None = None, glitch_rate: float = 0.0, seed: int = 0, count: int | None = None):
-    """Start ``python -m edge.streaming.device`` for one device; returns (process, stats file, log)."""
+    """Start ``python -m edge.streaming`` for one device; returns (process, stats file, log)."""
     stats, log = folder / f"{name}.json", folder / f"{name}.log"
-    cmd = [sys.executable, "-m", "edge.streaming.device", "--bootstrap", bootstrap, "--bundle", str(model.bundle),
+    cmd = [sys.executable, "-m", "edge.streaming", "--bootstrap", bootstrap, "--bundle", str(model.bundle),
            "--key", str(model.public_key), "--frames", str(model.frames), "--name", name, "--rate", str(rate),
            "--duration", str(duration), "--glitch-rate", str(glitch_rate), "--seed", str(seed),
            "--stats", str(stats), "--work-dir", str(folder / name)]
@@ -138,54 +133,6 @@ def read_json(path: Path, default: Any = None) -> Any:
         return json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError):
         return default
-
-
-class StoreReader:
-    """Read-only queries over the processor's SQLite store (safe while processors write)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-
-    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
-        """Rows of a query, or [] when the store does not exist yet."""
-        if not self.path.exists():
-            return []
-        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10)
-        try:
-            return db.execute(sql, args).fetchall()
-        except sqlite3.OperationalError:
-            return []
-        finally:
-            db.close()
-
-    def counts(self) -> dict[str, int]:
-        """Processed events per device (all kinds)."""
-        return dict(self._query("SELECT device_id, COUNT(*) FROM events GROUP BY 1"))
-
-    def total(self) -> int:
-        """Processed events."""
-        rows = self._query("SELECT COUNT(*) FROM events")
-        return rows[0][0] if rows else 0
-
-    def predictions(self) -> list[tuple]:
-        """(ts, device, model, correct, online_correct, processed_at) of every labelled prediction, by ts."""
-        return self._query("SELECT ts, device_id, model, correct, online_correct, processed_at FROM events "
-                           "WHERE kind = 'prediction' AND correct IS NOT NULL ORDER BY ts")
-
-    def alerts(self, kind: str) -> list[tuple]:
-        """(ts, source_ts, device, model, score, detail) of alerts of one kind, by time."""
-        return self._query("SELECT ts, source_ts, device_id, model, score, detail FROM alerts WHERE alert = ? "
-                           "ORDER BY ts", (kind,))
-
-    def dead_letters(self) -> int:
-        """Messages refused to dead-letter."""
-        rows = self._query("SELECT COUNT(*) FROM dead_letters")
-        return rows[0][0] if rows else 0
-
-    def first_processed_at(self) -> float | None:
-        """Wall time the first prediction was processed."""
-        rows = self._query("SELECT MIN(processed_at) FROM events WHERE kind = 'prediction'")
-        return rows[0][0] if rows else None
 
 
 def accuracy(rows: list[tuple], index: int = 3) -> float:

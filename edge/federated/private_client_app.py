@@ -28,6 +28,8 @@ from flwr.clientapp import ClientApp
 
 from edge.federated.client_app import load_partition, params_to_record, record_to_params
 from edge.federated.mlp import PARAM_NAMES, Params, evaluate, init_params, train_sgd
+from edge.private.dp import PrivacyLedger, mlp_to_torch, torch_to_mlp, train_round
+from edge.private.he import PRESETS, KeyHolder, flatten, unflatten
 
 PRIVACY_MODES = ("none", "dp", "he", "dp+he")
 SHARED_KEY_FILE = "he-shared-secret.bin"  # the clients' common CKKS context, secret key included
@@ -85,8 +87,6 @@ def share_keys(state_dirs: list[Path], server_dir: Path, preset: str = "8192") -
     Out of band, as a real deployment would copy it over a secure channel (scp to each device);
     the server folder gets ``he-public-context.bin`` without the secret key. Returns paths and sizes.
     """
-    from edge.private.he import KeyHolder
-
     holder = KeyHolder.create(preset)
     secret, public = holder.shared_secret(), holder.public_context()
     for folder in state_dirs:
@@ -101,8 +101,6 @@ def share_keys(state_dirs: list[Path], server_dir: Path, preset: str = "8192") -
 
 def load_key_holder(folder: Path, preset: str = "8192"):
     """This device's KeyHolder from the shared secret in its state folder; FileNotFoundError says how to get one."""
-    from edge.private.he import PRESETS, KeyHolder
-
     path = Path(folder) / SHARED_KEY_FILE
     if not path.exists():
         raise FileNotFoundError(f"no shared CKKS key at {path}; the key-holding device hands it to every client "
@@ -116,7 +114,6 @@ def received_model(record: ArrayRecord, run_config: dict, features: int, folder:
         return record_to_params(record)
     like = init_params(features, int(run_config.get("hidden", 32)), 10, seed=0)  # shapes and dtypes only
     holder = load_key_holder(folder, str(run_config.get("he-preset", "8192")))
-    from edge.private.he import flatten, unflatten
 
     flat = holder.decrypt(decode_ciphertexts(record), len(flatten(like, PARAM_NAMES)))
     return unflatten(flat, like, PARAM_NAMES)
@@ -125,8 +122,6 @@ def received_model(record: ArrayRecord, run_config: dict, features: int, folder:
 def train_dp(params: Params, data: dict, run_config: dict, config, partition_id: int, folder: Path,
              server_round: int, seed: int) -> tuple[Params, float, dict]:
     """One DP-SGD round on this device's ledger; PrivacyBudgetExceeded before training if it would overrun."""
-    from edge.private.dp import PrivacyLedger, mlp_to_torch, torch_to_mlp, train_round
-
     ledger = PrivacyLedger.open(folder, f"device-{partition_id}",
                                 budget=device_budget(run_config.get("dp-budgets", "8"), partition_id),
                                 delta=float(run_config.get("dp-delta", 1e-5)))
@@ -164,7 +159,6 @@ def train(msg: Message, context: Context) -> Message:
                               lr=float(config.get("lr", 0.1)), batch_size=int(config.get("batch-size", 32)), seed=seed)
     train_seconds = time.perf_counter() - start
     if mode in ("he", "dp+he"):
-        from edge.private.he import flatten
 
         encrypt_start = time.perf_counter()
         holder = load_key_holder(folder, str(run_config.get("he-preset", "8192")))

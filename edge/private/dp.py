@@ -17,10 +17,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+# Imported inside the functions that use them, to keep this module quick to import: opacus, torch.
 
 LEDGER_VERSION = 1
 ACCOUNTANTS = ("prv", "rdp")
@@ -40,7 +43,6 @@ def epsilon_for(history: list[tuple[float, float, int]], delta: float, accountan
         raise ValueError(f"accountant must be one of {ACCOUNTANTS}, got {accountant!r}")
     if not history:
         return 0.0
-    import warnings
 
     acc = PRVAccountant() if accountant == "prv" else RDPAccountant()
     acc.history = [(float(s), float(q), int(n)) for s, q, n in history]
@@ -73,7 +75,6 @@ class PrivacyLedger:
     >>> PrivacyLedger.open(folder, "device-0", budget=3.0, delta=1e-5).history
     [(1.1, 0.1, 10)]
     """
-
     path: Path
     client_id: str
     budget: float  # ε this device will ever spend
@@ -145,7 +146,6 @@ class PrivacyLedger:
 @dataclass(frozen=True)
 class RoundReport:
     """What one DP training round did to the model and to the budget."""
-
     loss: float
     steps: int
     sample_rate: float
@@ -190,8 +190,6 @@ def train_round(model, x: np.ndarray, y: np.ndarray, ledger: PrivacyLedger, *, n
     Gaussian noise σ·max_grad_norm), then records the round. `model` is trained in place
     (its parameters are updated; Opacus's wrapper is discarded).
     """
-    import warnings
-
     with warnings.catch_warnings():
         # Routine Opacus notices (secure RNG off; full backward hook); see the lab 09 README.
         warnings.filterwarnings("ignore", message="Secure RNG turned off")

@@ -16,9 +16,12 @@ Needs ``tenseal`` (imported inside the functions that use it; the edge extra doe
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import numpy as np
+
+# Imported inside the functions that use them, to keep this module quick to import: tenseal.
 
 
 class TenSEALImportOrderError(RuntimeError):
@@ -33,8 +36,6 @@ def import_tenseal():
     (both bundle their own protobuf). Importing TenSEAL first, or keeping HE in its own
     process, works; this check turns the crash into a message.
     """
-    import sys
-
     if "tenseal" not in sys.modules and "tensorflow" in sys.modules:
         raise TenSEALImportOrderError(
             "tensorflow is already imported in this process, and TenSEAL imported after it "
@@ -49,7 +50,6 @@ def import_tenseal():
 @dataclass(frozen=True)
 class HEParams:
     """CKKS parameters: ring degree N, coefficient-modulus primes (bits, last = special prime), scale."""
-
     poly_modulus_degree: int
     coeff_mod_bit_sizes: tuple[int, ...]
     scale_bits: int
@@ -122,7 +122,6 @@ def unflatten(flat: np.ndarray, like: dict[str, np.ndarray], names: tuple[str, .
 
 class KeyHolder:
     """The party that owns the CKKS secret key: makes the context, encrypts, decrypts."""
-
     def __init__(self, context, params: HEParams) -> None:
         """Wrap a private TenSEAL context made with `params` (use KeyHolder.create)."""
         self.context = context

@@ -31,21 +31,22 @@ from pydantic import ValidationError
 from edge.serving.keys import fingerprint
 from edge.serving.manifest import (
     ARCHIVE_SUFFIXES,
-    Bundle,
-    BundleFormatError,
-    canonical_bytes,
-    ChecksumError,
-    Manifest,
     MANIFEST_FILE,
     MODEL_FILES,
-    Preprocessing,
     SIGNATURE_FILE,
+    Bundle,
+    BundleFormatError,
+    ChecksumError,
+    Manifest,
+    Preprocessing,
     SignatureError,
-    sha256_file,
     TensorSpec,
     UnsignedBundleError,
+    canonical_bytes,
+    sha256_file,
 )
 from edge.serving.runners import check_model_against_manifest
+
 
 def _short(digest: str) -> str:
     """First 12 hex digits of a digest, for messages."""

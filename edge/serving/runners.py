@@ -15,6 +15,8 @@ import numpy as np
 
 from edge.serving.manifest import Bundle, CorruptModelError, ModelMismatchError, TensorSpec
 
+# Imported inside the functions that use them, to keep this module quick to import: ai_edge_litert, onnxruntime.
+
 RUNNERS: dict[str, type[Runner]] = {}
 
 
@@ -94,7 +96,6 @@ def check_model_against_manifest(bundle: Bundle) -> None:
 
 class Runner(ABC):
     """Base runner: preprocessing, (de)quantization and single/batch prediction over one model."""
-
     runtime: ClassVar[str]
 
     def __init__(self, bundle: Bundle, num_threads: int = 1) -> None:
@@ -168,7 +169,6 @@ _ORT_TYPES = {"tensor(float)": "float32", "tensor(int8)": "int8", "tensor(uint8)
 @register_runner
 class OnnxRunner(Runner):
     """ONNX Runtime on the CPU execution provider, sequential, with a fixed thread count."""
-
     runtime = "onnxruntime"
 
     def __init__(self, bundle: Bundle, num_threads: int = 1) -> None:
@@ -212,7 +212,6 @@ def _ort_session(model_path: Path, num_threads: int):
 @register_runner
 class LiteRTRunner(Runner):
     """LiteRT (``ai_edge_litert.interpreter``), resizing the batch axis when the batch size changes."""
-
     runtime = "litert"
 
     def __init__(self, bundle: Bundle, num_threads: int = 1) -> None:

@@ -1,4 +1,4 @@
-"""Sensor sources for simulated devices: digit "camera frames" (with noise and drift) and a vibration series.
+"""Sensor sources for simulated devices: digit "camera frames" (with noise and drift), a camera that turns upside down, and a vibration series.
 
 A source is any iterable of Reading. The device side cannot import the cloud's data code, so
 the cloud writes the held-out frames to a .npz file (``save_frames``) that devices read back.
@@ -7,7 +7,7 @@ the cloud writes the held-out frames to a .npz file (``save_frames``) that devic
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,11 +17,14 @@ import numpy as np
 @dataclass(frozen=True)
 class Reading:
     """One sensor reading: its index in the stream, flat float32 features and the true label if known."""
-
     index: int
     features: np.ndarray  # (features,)
     label: int | None = None
     t: float = 0.0  # time.time() when it was read
+
+
+# The held-out digit frames a device reads, written by the cloud next to its bundles (lab 04).
+FRAMES_FILE = "digits_test_frames.npz"
 
 
 def save_frames(path: Path, x: np.ndarray, y: np.ndarray | None = None) -> Path:
@@ -40,7 +43,7 @@ def load_frames(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"frames file {path} does not exist; the cloud writes digits_test_frames.npz next to its "
+            f"frames file {path} does not exist; the cloud writes {FRAMES_FILE} next to its "
             "bundles (lab 04), copy it to the device"
         )
     with np.load(path) as data:
@@ -70,7 +73,6 @@ class DigitFrames:
     >>> [round(float(r.features.mean()), 2) for r in frames]
     [0.5, 0.45, 0.4, 0.35]
     """
-
     def __init__(self, x: np.ndarray, y: np.ndarray | None = None, *, count: int | None = None,
                  noise: float = 0.0, drift: float = 0.0, seed: int = 0, rate_hz: float | None = None) -> None:
         self.x = np.asarray(x, dtype=np.float32)
@@ -110,6 +112,55 @@ class DigitFrames:
             i += 1
 
 
+def rotate_180(frame: np.ndarray) -> np.ndarray:
+    """An 8x8 frame turned upside down (the camera was remounted): flat (64,) in, flat (64,) out."""
+    return frame.reshape(8, 8)[::-1, ::-1].ravel().copy()
+
+
+class DriftingCamera:
+    """Wraps a source: from ``drift_at`` (epoch seconds) on, frames arrive upside down; some frames glitch.
+
+    A glitch (probability ``glitch_rate``) over-exposes the frame, as a sensor fault would. The true
+    label stays, so the cloud sees the edge model's error rate jump when the drift starts.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> frames = [Reading(i, np.arange(64, dtype=np.float32) / 64, 0) for i in range(2)]
+    >>> cam = DriftingCamera(frames, drift_at=0.0)
+    >>> [float(r.features[0]) for r in cam]
+    [0.984375, 0.984375]
+    """
+    def __init__(self, source: Iterable[Reading], drift_at: float | None = None, glitch_rate: float = 0.0,
+                 seed: int = 0) -> None:
+        self.source = source
+        self.drift_at = drift_at
+        self.glitch_rate = glitch_rate
+        self.seed = seed
+        self.last: Reading | None = None
+        self._recent: dict[int, np.ndarray] = {}  # index -> frame, the last RECENT readings (a device may read ahead)
+
+    RECENT = 256
+
+    def frame(self, index: int) -> np.ndarray | None:
+        """The frame this camera gave for reading ``index``, if it is among the last ``RECENT``."""
+        return self._recent.get(index)
+
+    def __iter__(self) -> Iterator[Reading]:
+        rng = np.random.default_rng(self.seed + 7919)
+        for reading in self.source:
+            frame = reading.features
+            if self.drift_at is not None and time.time() >= self.drift_at:
+                frame = rotate_180(frame)
+            if self.glitch_rate and rng.random() < self.glitch_rate:
+                frame = np.clip(frame + 0.8, 0.0, 1.0).astype(np.float32)
+            self.last = Reading(reading.index, frame, reading.label, reading.t)
+            self._recent[reading.index] = frame
+            if len(self._recent) > self.RECENT:
+                del self._recent[next(iter(self._recent))]  # the oldest (dicts keep insertion order)
+            yield self.last
+
+
 class VibrationSource:
     """A vibration-like time series cut into windows: two sine tones plus noise, with injected faults.
 
@@ -123,7 +174,6 @@ class VibrationSource:
     >>> len(readings), readings[0].features.shape, sum(r.label for r in readings) > 50
     (200, (32,), True)
     """
-
     def __init__(self, *, count: int | None = None, window: int = 64, sample_rate: float = 1000.0,
                  fault_rate: float = 0.02, noise: float = 0.05, seed: int = 0, rate_hz: float | None = None) -> None:
         self.count, self.window, self.sample_rate = count, window, sample_rate

@@ -1,1 +1,1 @@
-"""The device on Kafka: a sink that streams predictions, a follower that takes model updates, and the device process. May import edge.wire and edge.serving."""
+"""The device on Kafka: the sink (kafka_sink), the model-update follower (updates), its settings and the device process (python -m edge.streaming). May import edge.wire and edge.serving."""

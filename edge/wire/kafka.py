@@ -10,6 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+# Imported inside the functions that use them, to keep this module quick to import: kafka.
+
+# Where a broker listens when KAFKA_BOOTSTRAP_SERVERS is unset: the local stack's (`make up`).
+DEFAULT_BOOTSTRAP_SERVERS = "127.0.0.1:9092"
+
 # Tansu, the embedded broker, holds a group's first join for the rebalance timeout,
 # which kafka-python derives from max_poll_interval_ms: 5 s gives the first record in
 # about 3 s instead of minutes. A real Kafka broker is fine with it too.

@@ -50,8 +50,8 @@ def consume_events(bootstrap: str, topic: str, group: str, count: int,
 
 def run(ctx) -> dict:
     """Start the stack, send and receive events, ping the SuperLink, stop everything."""
-    from cloud.stack.broker import committed_offsets, create_topics
     from cloud.settings import split_host_port
+    from cloud.stack.broker import committed_offsets, create_topics
     from cloud.stack.local import superlink_healthy, superlink_tls_files
 
     n = ctx.args["events"]

@@ -47,8 +47,8 @@ def gradients(ctx) -> dict:
     """Gradient descent in numpy for linear and logistic regression, checked two ways."""
     from sklearn.preprocessing import StandardScaler
 
-    from cloud.ml import gradients as gd
     from cloud.labkit import plots
+    from cloud.ml import gradients as gd
     from cloud.ml.data import load_dataset
 
     ctx.step("2. Gradient descent by hand, checked against autograd and finite differences")

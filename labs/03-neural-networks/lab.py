@@ -35,8 +35,7 @@ def side_by_side(ctx, split) -> dict:
     """Train the kit's MLP and CNN in PyTorch and in Keras; table, curves, and the trained CNNs."""
     from cloud.labkit import plots
     from cloud.ml.models import build_keras_cnn, build_keras_mlp, build_torch_cnn, build_torch_mlp
-    from cloud.ml.training import (fit_torch, keras_accuracy, predict_accuracy, torch_accuracy,
-                                train_keras, train_torch)
+    from cloud.ml.training import fit_torch, keras_accuracy, predict_accuracy, torch_accuracy, train_keras, train_torch
 
     ctx.step("2. The same MLP and CNN in PyTorch and in Keras")
     epochs, seed = ctx.args["epochs"], ctx.seed
@@ -133,8 +132,14 @@ def save_models(ctx, models, split) -> dict:
     """Save both CNNs where lab 04 looks for them, and a copy in the run folder; reload to check."""
     import keras
 
-    from cloud.ml.training import (KERAS_CNN_FILE, keras_accuracy, load_torch_cnn, save_keras_model,
-                                save_torch_model, torch_accuracy)
+    from cloud.ml.training import (
+        KERAS_CNN_FILE,
+        keras_accuracy,
+        load_torch_cnn,
+        save_keras_model,
+        save_torch_model,
+        torch_accuracy,
+    )
 
     ctx.step("4. Save the trained CNNs for export (lab 04) and the edge")
     shared = ctx.settings.artifacts_dir / "lab-03"

@@ -20,12 +20,13 @@ QUICK = {"epochs": 4, "keras_epochs": 4, "repeats": 300}
 def run(ctx) -> dict:
     """Models -> ONNX/TFLite fp32 and int8 -> signed bundles -> trade-off table, plot and targets."""
     from cloud.bench import edge as be
-    from cloud.ml.edge_artifacts import get_models, publish_digits_bundles
-    from edge.machine import machine_name
     from cloud.ml.data import digits_split
+    from cloud.ml.edge_artifacts import get_models, publish_digits_bundles
     from cloud.ml.publish import bundles_dir, ensure_signing_key
+    from edge.machine import machine_name
     from edge.serving.bundle import load_bundle
     from edge.serving.keys import PUBLIC_KEY_FILE, fingerprint, load_public_key
+    from edge.serving.sources import FRAMES_FILE
 
     args = ctx.args
     split = digits_split(ctx.seed)
@@ -51,7 +52,7 @@ def run(ctx) -> dict:
     ctx.table(f"signed bundles in {out} (key {fingerprint(public)})",
               ["bundle", "runtime", "precision", "input", "KB", "sha256"], rows)
     ctx.console.print(f"devices need: {out / PUBLIC_KEY_FILE} and the bundle folders; "
-                      f"frames for simulated devices: {out / 'digits_test_frames.npz'}")
+                      f"frames for simulated devices: {out / FRAMES_FILE}")
 
     ctx.step("3. Dynamic quantization, for contrast")
     extra = dynamic_quantization_bundles(models, ctx.run.path / "dynamic", key)

@@ -72,11 +72,12 @@ def run(ctx) -> dict:
     """Start three device processes, watch them, swap one, offer one a tampered bundle, stop them all."""
     from rich.live import Live
 
+    from cloud.ml.publish import bundles_dir
     from cloud.stack.procs import start_process, stop_pid, wait_until
-    from cloud.ml.publish import FRAMES_FILE, bundles_dir
     from edge.serving.bundle import load_bundle
     from edge.serving.device import ControlFolder
     from edge.serving.keys import PUBLIC_KEY_FILE, load_public_key
+    from edge.serving.sources import FRAMES_FILE
 
     args = ctx.args
     out = bundles_dir(ctx.settings.artifacts_dir)

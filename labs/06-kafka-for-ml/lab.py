@@ -17,10 +17,10 @@ def run(ctx) -> dict:
 
     from cloud.stack.broker import committed_offsets, create_topics
     from cloud.streaming.processor import ProcessorService, read_dead_letter
-    from cloud.stack.topics import DEAD_LETTER, PREDICTIONS, TOPICS
+    from edge.streaming.kafka_sink import KafkaSink
     from edge.wire.events import PredictionEvent
     from edge.wire.kafka import consumer_config, producer_config
-    from edge.streaming.device import KafkaSink
+    from edge.wire.topics import DEAD_LETTER, PREDICTIONS, TOPICS
 
     n, parts, devices = ctx.args["events"], ctx.args["partitions"], ctx.args["devices"]
     topic = f"lab06-readings-{uuid.uuid4().hex[:6]}"

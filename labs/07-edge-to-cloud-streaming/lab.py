@@ -17,7 +17,6 @@ def run(ctx) -> dict:
     """Start the broker, processors, the drift responder and devices; inject drift; summarise."""
     from cloud.stack import procs
     from cloud.streaming.scenario import (
-        StoreReader,
         accuracy,
         prepare_initial_model,
         read_json,
@@ -27,6 +26,7 @@ def run(ctx) -> dict:
         timeline_figure,
         wait_ready,
     )
+    from cloud.streaming.store import StoreReader
 
     a = ctx.args
     lab_started = time.time()

@@ -104,8 +104,8 @@ def single_frame(ctx, split, weights, bias) -> dict:
 def aggregation(ctx, split, holders, servers) -> dict:
     """Devices' MLP updates encrypted, averaged by the cloud without decrypting, decrypted by a key holder."""
     from cloud.private.he import weighted_sum
-    from edge.private.he import flatten, unflatten
     from edge.federated.mlp import PARAM_NAMES, evaluate, init_params, train_sgd, weighted_average
+    from edge.private.he import flatten, unflatten
 
     k = ctx.args["clients"]
     ctx.step(f"4. Encrypted aggregation: FedAvg of {k} devices' MLP weights")

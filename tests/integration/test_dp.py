@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from cloud.private.attacks import cross_entropy, loss_threshold_attack
 from cloud.ml.data import digits_split
+from cloud.private.attacks import cross_entropy, loss_threshold_attack
 from cloud.private.dp import advantage_bound, epsilon_for, predict_logits, train_plain, train_private
 
 

@@ -6,13 +6,13 @@ import os
 
 import pytest
 
-from cloud.stack.certs import certificate_names, make_certs
 from cloud.federated.config import FederationError, FlConfig
 from cloud.federated.federation import Federation, NodeDropout
 from cloud.federated.partition import write_digits_federation
-from cloud.stack.procs import free_port, pid_alive
 from cloud.settings import StackSettings
+from cloud.stack.certs import certificate_names, make_certs
 from cloud.stack.local import LocalStack, superlink_healthy
+from cloud.stack.procs import free_port, pid_alive
 
 DEVICES = 3
 
@@ -88,14 +88,16 @@ def test_a_device_joins_with_edge_join_over_tls(tls_federation):
 
     federation, root = tls_federation["federation"], tls_federation["root"]
     host, port = tls_federation["settings"].superlink()
-    before = len(federation.online_nodes())
+    # Node ids, not a count: a SuperNode SIGKILLed by an earlier test stays listed online until its heartbeat
+    # expires (up to 2 x 30 s), and its expiring while this device registers would cancel the +1 out.
+    before = set(federation.online_nodes())
     cmd = [sys.executable, "-m", "edge.cli", "join", "--cloud", host, "--superlink-port", str(port), "--supernode",
            "--partition-id", "0", "--data-dir", str(root / "data"), "--root-certificates", str(tls_federation["certs"].ca),
            "--supernode-port", str(free_port()), "--flwr-home", str(root / "pi-home")]
     # Execute: `edge join --supernode` becomes a SuperNode (exec), which registers with the SuperLink
     proc = start_process(cmd, root / "pi.log")
     try:
-        wait_until(lambda: len(federation.online_nodes()) > before, "the joined device online", 90, proc,
+        wait_until(lambda: bool(set(federation.online_nodes()) - before), "the joined device online", 90, proc,
                    root / "pi.log", interval=1.0)
         log = (root / "pi.log").read_text()
     finally:

@@ -3,8 +3,14 @@
 import numpy as np
 import pytest
 
-from cloud.private.he import (SecretKeyOnServer, assert_cannot_decrypt, linear_batch, linear_vector,
-                             server_context, weighted_sum)
+from cloud.private.he import (
+    SecretKeyOnServer,
+    assert_cannot_decrypt,
+    linear_batch,
+    linear_vector,
+    server_context,
+    weighted_sum,
+)
 from edge.private.he import HEParams, KeyHolder
 
 N8192_2_40 = HEParams(8192, (60, 40, 60), 40)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from cloud.stack.broker import committed_offsets, create_topics
-from cloud.stack.procs import PortInUseError, pid_alive, wait_until
 from cloud.settings import split_host_port
+from cloud.stack.broker import committed_offsets, create_topics
 from cloud.stack.local import LocalStack, superlink_healthy
+from cloud.stack.procs import PortInUseError, pid_alive, wait_until
 from edge.wire.kafka import consumer_config, producer_config
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import signal
 import os
+import signal
 import threading
 import time
 
 import pytest
 
-from cloud.stack.procs import stop_pid, wait_until
 from cloud.stack.local import LocalStack
-from cloud.streaming.scenario import StoreReader, start_processor
-from cloud.stack.topics import DEAD_LETTER, PREDICTIONS, TELEMETRY, TOPICS
+from cloud.stack.procs import stop_pid, wait_until
+from cloud.streaming.clients import CLIENTS
+from cloud.streaming.scenario import start_processor
+from cloud.streaming.store import StoreReader
 from edge.wire.events import PredictionEvent, Telemetry
 from edge.wire.kafka import consumer_config, producer_config
+from edge.wire.topics import ALERTS, DEAD_LETTER, PREDICTIONS, TELEMETRY, TOPICS
 
 
 @pytest.fixture()
@@ -46,16 +48,22 @@ def produce(bootstrap: str, items: list[tuple[str, bytes, bytes | None]]) -> Non
 
 
 def read_topic(bootstrap: str, topic: str, expect: int, timeout: float = 20.0) -> list:
-    """Every record of a topic from the beginning (stops at expect records or timeout)."""
+    """Every record of a topic from the beginning: waits for at least expect records, then reads on to each
+    partition's high watermark, so a topic holding more than expect is read whole (stops early only at timeout)."""
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(**consumer_config(bootstrap, None))
-    consumer.assign([TopicPartition(topic, p) for p in range(TOPICS[topic])])
+    partitions = [TopicPartition(topic, p) for p in range(TOPICS[topic])]
+    consumer.assign(partitions)
     consumer.seek_to_beginning()
     records, deadline = [], time.monotonic() + timeout
-    while len(records) < expect and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
         for batch in consumer.poll(timeout_ms=300).values():
             records += batch
+        # The fetches' high watermarks, not end_offsets(): Tansu's ListOffsets answers the last batch's base offset + 1.
+        if len(records) >= expect and all(consumer.highwater(tp) is not None
+                                          and consumer.position(tp) >= consumer.highwater(tp) for tp in partitions):
+            break
     consumer.close()
     return records
 
@@ -146,8 +154,38 @@ def test_two_processors_split_partitions_and_one_takes_over_when_the_other_dies(
     assert store.total() == 2400
 
 
+@pytest.mark.parametrize("client", CLIENTS)
+def test_the_responders_reader_starts_at_since_with_either_client(broker, run_settings, client):
+    # Prepare: old predictions and an old alert, then (after `since`) new predictions only; alerts stay idle
+    from cloud.streaming.clients import open_reader
+
+    if client == "confluent":
+        pytest.importorskip("confluent_kafka")
+    bootstrap = run_settings.kafka_bootstrap_servers
+    produce(bootstrap, [(PREDICTIONS, f"old-{i}".encode(), f"cam-{i}".encode()) for i in range(30)]
+            + [(ALERTS, b"old-alert", None)])
+    time.sleep(1.1)  # record timestamps are in ms: leave a clear gap on both sides of `since`
+    since = time.time()
+    time.sleep(0.1)
+    new = [f"new-{i}" for i in range(30)]
+    produce(bootstrap, [(PREDICTIONS, value.encode(), f"cam-{i}".encode()) for i, value in enumerate(new)])
+
+    # Execute: the drift responder's reader (no group, every partition) from `since`
+    reader = open_reader(client, bootstrap, [ALERTS, PREDICTIONS], since=since)
+    got, deadline = [], time.monotonic() + 20
+    try:
+        while len(got) < len(new) and time.monotonic() < deadline:
+            got += [record.value.decode() for record in reader.poll(0.2)]
+        got += [record.value.decode() for record in reader.poll(1.0)]  # and nothing more arrives
+    finally:
+        reader.close()
+
+    # Assert: exactly the events after `since`; the idle alerts partition replays nothing older
+    assert sorted(got) == sorted(new)
+
+
 def test_devices_buffer_while_the_broker_is_down_and_resume_after_it_restarts(broker, run_settings):
-    from edge.streaming.device import KafkaSink
+    from edge.streaming.kafka_sink import KafkaSink
 
     bootstrap = run_settings.kafka_bootstrap_servers
     lines: list[str] = []
@@ -159,8 +197,8 @@ def test_devices_buffer_while_the_broker_is_down_and_resume_after_it_restarts(br
         seq = 0
         while not stop.is_set():
             event = prediction("cam-r", seq)
+            sent.append(event.event_id)  # recorded first: an id at or after outage_from was enqueued after the kill
             sink.enqueue(PREDICTIONS, event.to_bytes())
-            sent.append(event.event_id)
             seq += 1
             time.sleep(0.005)
 

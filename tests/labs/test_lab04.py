@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cloud.labkit.runner import run_lab
+from edge.serving.sources import FRAMES_FILE
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def test_publishes_four_signed_bundles_and_the_public_key(lab04):
     refs = [load_bundle(out / f"digits-cnn-{k}@1", key).ref for k in ("onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8")]
     # Assert
     assert len(refs) == 4 and fingerprint(key) == metrics["public_key"]
-    assert (out / "digits_test_frames.npz").exists()
+    assert (out / FRAMES_FILE).exists()
     assert "trained both CNNs here" in metrics["models"]
 
 

@@ -5,8 +5,13 @@ import math
 import numpy as np
 import pytest
 
-from cloud.private.attacks import (attack_features, auc_and_advantage, cross_entropy, loss_threshold_attack,
-                           shadow_model_attack)
+from cloud.private.attacks import (
+    attack_features,
+    auc_and_advantage,
+    cross_entropy,
+    loss_threshold_attack,
+    shadow_model_attack,
+)
 from cloud.private.dp import advantage_bound
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from edge.serving.bundle import load_bundle, pack_bundle, sign_bundle
 from edge.serving.device import EdgeDevice
+from edge.serving.keys import fingerprint, generate_signing_key, load_private_key, load_public_key
 from edge.serving.manifest import (
     BundleFormatError,
     ChecksumError,
@@ -21,7 +22,6 @@ from edge.serving.manifest import (
     SignatureError,
     UnsignedBundleError,
 )
-from edge.serving.keys import fingerprint, generate_signing_key, load_private_key, load_public_key
 from edge.serving.runners import open_runner
 from edge.serving.sinks import ListSink
 from edge.serving.sources import DigitFrames

@@ -106,7 +106,10 @@ def test_overlay_services_run_kit_modules():
             assert module.split(".")[0] in ("cloud", "edge"), f"{file}:{name} runs {module}"
             spec = importlib.util.find_spec(module)
             assert spec is not None, f"{file}:{name}: no module {module}"
-            assert "def main(" in Path(spec.origin).read_text(), f"{file}:{name}: {module} has no main()"
+            origin = Path(spec.origin)
+            if origin.name == "__init__.py":  # `python -m package` runs the package's __main__.py
+                origin = origin.with_name("__main__.py")
+            assert "def main(" in origin.read_text(), f"{file}:{name}: {module} has no main()"
             checked += 1
         elif argv[:2] == ["python", "-c"]:
             assert "from cloud." in argv[2] or "from edge." in argv[2], f"{file}:{name}"

@@ -16,9 +16,9 @@ def test_tflite_bundle_verifies_and_agrees_with_the_onnx_bundle(tmp_path):
     import torch
 
     from cloud.ml.data import digits_split
-    from cloud.streaming.drift import MODEL_NAME, fine_tune, publish_tflite_twin
     from cloud.ml.models import build_torch_cnn
     from cloud.ml.publish import bundles_dir, ensure_signing_key, publish_onnx_bundle
+    from cloud.streaming.drift import MODEL_NAME, fine_tune, publish_tflite_twin
     from edge.serving.bundle import load_bundle
     from edge.serving.keys import PUBLIC_KEY_FILE, load_public_key
     from edge.serving.runners import open_runner
@@ -48,8 +48,8 @@ def test_tflite_bundle_verifies_and_agrees_with_the_onnx_bundle(tmp_path):
 
 def test_a_device_takes_only_notices_for_the_runtime_it_runs(tmp_path):
     # Prepare: an ONNX device on version 1, and the same update as an ONNX and a TFLite notice
+    from edge.streaming.updates import ModelUpdateFollower
     from edge.wire.events import ModelUpdate
-    from edge.streaming.device import ModelUpdateFollower
 
     offered = []
     device = SimpleNamespace(name="cam-0", model="digits-stream@1", runner=SimpleNamespace(runtime="onnxruntime"),

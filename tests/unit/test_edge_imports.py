@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+
 def test_edge_imports_neither_torch_nor_tensorflow():
     # Prepare: a fresh interpreter, so nothing another test imported counts; every module of edge/
     code = (

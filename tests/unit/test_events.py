@@ -140,8 +140,8 @@ def test_device_telemetry_and_key_partition_agree_with_their_references():
     import numpy as np
     from kafka.partitioner.default import DefaultPartitioner
 
+    from edge.streaming.kafka_sink import telemetry_of
     from edge.wire.kafka import key_partition
-    from edge.streaming.device import telemetry_of
 
     frames = np.random.default_rng(0).random((50, 64)).astype(np.float32)
     frames[:, :5] = 1.0  # some saturated pixels

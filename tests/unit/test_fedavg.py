@@ -10,7 +10,13 @@ import pytest
 
 from cloud.federated.config import FederationError, FlConfig, run_config_string
 from cloud.federated.journal import RoundJournal
-from cloud.federated.partition import class_histograms, dirichlet_partition, make_partitions, two_class_partition, write_partitions
+from cloud.federated.partition import (
+    class_histograms,
+    dirichlet_partition,
+    make_partitions,
+    two_class_partition,
+    write_partitions,
+)
 from cloud.federated.strategies import STRATEGIES, JournalledFedAvg, make_strategy
 from edge.federated.client_app import params_to_record, record_to_params
 from edge.federated.mlp import PARAM_NAMES, evaluate, init_params, loss_and_grads, train_sgd, weighted_average

@@ -100,3 +100,40 @@ def test_every_folder_says_what_lives_there_in_one_line():
         for init in (ROOT / package).rglob("__init__.py"):
             doc = ast.get_docstring(ast.parse(init.read_text()))
             assert doc and len(doc.splitlines()) == 1, f"{init.relative_to(ROOT)} needs a one-line docstring"
+
+
+def room_of(module: str) -> str:
+    """cloud.stack.local -> cloud.stack; top-level modules (cloud.cli, edge.machine) are their own room."""
+    return ".".join(module.split(".")[:2])
+
+
+def allowed_rooms(doc: str, rooms: set[str]) -> set[str] | None:
+    """The rooms a folder's docstring says it may import ('May import cloud.ml and edge.'); None means any."""
+    if "May import everything" in doc:
+        return None
+    if "Imports nothing else of the kit" in doc:
+        return set()
+    named = doc.split("May import", 1)[1] if "May import" in doc else ""
+    words = {w.strip(",.;") for w in named.replace(" and ", " ").split()}
+    return {r for r in rooms if r in words or r.split(".")[0] in words}
+
+
+def test_each_folder_imports_only_what_its_docstring_allows():
+    graph = import_graph()
+    rooms = {room_of(m) for m in graph}
+    problems = []
+    for init in sorted((ROOT / p / sub / "__init__.py") for p in PACKAGES for sub in subpackages(ROOT / p)):
+        room = module_name(init)
+        allowed = allowed_rooms(ast.get_docstring(ast.parse(init.read_text())), rooms)
+        if allowed is None:
+            continue
+        allowed |= {room, "cloud.settings"} if room.startswith("cloud") else {room}
+        for module, targets in graph.items():
+            if room_of(module) == room:
+                problems += [f"{module} imports {t}" for t in sorted(targets) if room_of(t) not in allowed]
+    assert problems == []
+
+
+def subpackages(folder: Path) -> list[str]:
+    """Subfolders of a package that are packages themselves."""
+    return sorted(p.name for p in folder.iterdir() if (p / "__init__.py").exists())

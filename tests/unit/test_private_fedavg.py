@@ -9,9 +9,15 @@ import numpy as np
 import pytest
 
 from cloud.federated.private_server_app import PrivateFlConfig, encrypted_fedavg, is_refusal, plain_fedavg
-from edge.private.he import KeyHolder, flatten, unflatten
 from edge.federated.mlp import PARAM_NAMES, init_params, train_sgd, weighted_average
-from edge.federated.private_client_app import decode_ciphertexts, device_budget, encode_ciphertexts, is_encrypted, state_dir
+from edge.federated.private_client_app import (
+    decode_ciphertexts,
+    device_budget,
+    encode_ciphertexts,
+    is_encrypted,
+    state_dir,
+)
+from edge.private.he import KeyHolder, flatten, unflatten
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from cloud.streaming.processor import EventStore, StreamProcessor
+from cloud.streaming.processor import StreamProcessor
+from cloud.streaming.store import EventStore
 from edge.wire.events import PredictionEvent, Telemetry
 
 DRIFT_WITHIN = 150  # labelled events after the change (stated in lab 07's README)

@@ -2,8 +2,8 @@
 
 import pytest
 
-from cloud.stack.certs import make_certs
 from cloud.settings import StackSettings
+from cloud.stack.certs import make_certs
 from cloud.stack.local import service_specs, superlink_tls_files
 
 

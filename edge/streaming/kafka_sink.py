@@ -1,104 +1,35 @@
-"""A device on Kafka: a sink that streams predictions and telemetry, and a follower that takes model updates.
+"""The device's Kafka sink: predictions and telemetry to the broker, batched, idempotent, buffered while it is away.
 
 ``KafkaSink`` batches events to the broker from a background thread, with the idempotent producer
 (the broker deduplicates retried batches; Tansu 0.6 grants producer ids, so it is on), keeping a few
 batches in flight and checking their acknowledgements as they arrive. If the broker cannot be
 reached, events wait in a bounded local buffer, in order, and drain when it answers again; a log
-line says when buffering starts and stops. ``ModelUpdateFollower`` reads the
-``model-updates`` topic and hands each newer signed bundle to ``EdgeDevice.offer_bundle``, which
-verifies it and swaps it in between two predictions.
-
-Run a device as a process with ``python -m edge.streaming.device --bootstrap HOST:9092 --bundle ...``.
+line says when buffering starts and stops.
 """
 
 from __future__ import annotations
 
-import argparse
-import base64
-import hashlib
-import json
+import functools
 import math
 import os
-import signal
-import sys
 import threading
 import time
-import urllib.request
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edge.wire.events import MAX_NOTICE_BYTES, ModelUpdate, PredictionEvent, Telemetry, parse_event
-from edge.wire.kafka import consumer_config, key_partition, producer_config
 from edge.serving.sinks import Prediction
-from edge.serving.sources import Reading
+from edge.serving.sources import DriftingCamera
+from edge.wire.events import PredictionEvent, Telemetry
+from edge.wire.kafka import key_partition, producer_config
+from edge.wire.topics import PREDICTIONS, TELEMETRY
 
-PREDICTIONS_TOPIC = "predictions"
-TELEMETRY_TOPIC = "telemetry"
-MODEL_UPDATES_TOPIC = "model-updates"
+# Imported inside the functions that use them, to keep this module quick to import: kafka.
 
-
-def _print(line: str) -> None:
-    """Default log: one flushed line on stdout."""
-    print(line, flush=True)
-
-
-# ----------------------------------------------------------------------------- sources with drift and faults
-
-
-def rotate_180(frame: np.ndarray) -> np.ndarray:
-    """An 8x8 frame turned upside down (the camera was remounted): flat (64,) in, flat (64,) out."""
-    return frame.reshape(8, 8)[::-1, ::-1].ravel().copy()
-
-
-class DriftingCamera:
-    """Wraps a source: from ``drift_at`` (epoch seconds) on, frames arrive upside down; some frames glitch.
-
-    A glitch (probability ``glitch_rate``) over-exposes the frame, as a sensor fault would. The true
-    label stays, so the cloud sees the edge model's error rate jump when the drift starts.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from edge.serving.sources import Reading
-    >>> frames = [Reading(i, np.arange(64, dtype=np.float32) / 64, 0) for i in range(2)]
-    >>> cam = DriftingCamera(frames, drift_at=0.0)
-    >>> [float(r.features[0]) for r in cam]
-    [0.984375, 0.984375]
-    """
-
-    def __init__(self, source: Iterable[Reading], drift_at: float | None = None, glitch_rate: float = 0.0,
-                 seed: int = 0) -> None:
-        self.source = source
-        self.drift_at = drift_at
-        self.glitch_rate = glitch_rate
-        self.seed = seed
-        self.last: Reading | None = None
-        self._recent: dict[int, np.ndarray] = {}  # index -> frame, the last RECENT readings (a device may read ahead)
-
-    RECENT = 256
-
-    def frame(self, index: int) -> np.ndarray | None:
-        """The frame this camera gave for reading ``index``, if it is among the last ``RECENT``."""
-        return self._recent.get(index)
-
-    def __iter__(self) -> Iterator[Reading]:
-        rng = np.random.default_rng(self.seed + 7919)
-        for reading in self.source:
-            frame = reading.features
-            if self.drift_at is not None and time.time() >= self.drift_at:
-                frame = rotate_180(frame)
-            if self.glitch_rate and rng.random() < self.glitch_rate:
-                frame = np.clip(frame + 0.8, 0.0, 1.0).astype(np.float32)
-            self.last = Reading(reading.index, frame, reading.label, reading.t)
-            self._recent[reading.index] = frame
-            if len(self._recent) > self.RECENT:
-                del self._recent[next(iter(self._recent))]  # the oldest (dicts keep insertion order)
-            yield self.last
+_print = functools.partial(print, flush=True)  # the default log: one flushed line on stdout
 
 
 def telemetry_of(features: np.ndarray) -> dict[str, float]:
@@ -115,13 +46,9 @@ def telemetry_of(features: np.ndarray) -> dict[str, float]:
             "saturated": int(np.count_nonzero(values >= 0.999)) / n}
 
 
-# ----------------------------------------------------------------------------- the Kafka sink
-
-
 @dataclass
 class _Flight:
     """One batch handed to the producer: its events in order, their futures, and when it was sent."""
-
     events: list[tuple[str, bytes]]
     futures: list[Any] = field(default_factory=list)  # kafka-python FutureRecordMetadata, one per event sent
     sent_at: float = 0.0
@@ -154,7 +81,6 @@ class KafkaSink:
     max_in_flight
         Most batches sent but not yet acknowledged (with ``batch``, bounds what the producer holds).
     """
-
     def __init__(self, bootstrap: str, device_id: str, camera: DriftingCamera | None = None, *,
                  buffer_limit: int = 100_000, batch: int = 2000, max_in_flight: int = 4,
                  flush_timeout_s: float = 5.0, backoff_s: tuple[float, float] = (0.2, 3.0),
@@ -211,12 +137,12 @@ class KafkaSink:
             features=(np.round(features.astype(np.float64), 4).tolist()
                       if features is not None and self.send_features else []),
         )
-        events = [(PREDICTIONS_TOPIC, prediction_event.to_bytes())]
+        events = [(PREDICTIONS, prediction_event.to_bytes())]
         if features is not None:
             telemetry = Telemetry(event_id=f"{self._id_prefix}{self._id_count + 1:08x}",
                                   device_id=self.device_id, seq=prediction.index, ts=prediction.t,
                                   confidence=confidence, latency_us=prediction.latency_us, **telemetry_of(features))
-            events.append((TELEMETRY_TOPIC, telemetry.to_bytes()))
+            events.append((TELEMETRY, telemetry.to_bytes()))
         self.enqueue_many(events)
 
     def enqueue(self, topic: str, value: bytes) -> None:
@@ -280,11 +206,12 @@ class KafkaSink:
 
     def _open_producer(self):
         """A producer and each topic's partition for our key, once the broker answers and has our topics."""
+        # kafka-python: imported by the sender thread, off import time
         from kafka import KafkaAdminClient, KafkaProducer
 
         admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=2000)
         try:
-            missing = {PREDICTIONS_TOPIC, TELEMETRY_TOPIC} - set(admin.list_topics())
+            missing = {PREDICTIONS, TELEMETRY} - set(admin.list_topics())
         finally:
             admin.close()
         if missing:
@@ -301,7 +228,7 @@ class KafkaSink:
             # The partition the key hashes to, computed once per topic: same placement (and so the same
             # per-device order) as a keyed send, without hashing the key again for every message.
             partitions = {topic: key_partition(self._key, producer.partitions_for(topic))
-                          for topic in (PREDICTIONS_TOPIC, TELEMETRY_TOPIC)}
+                          for topic in (PREDICTIONS, TELEMETRY)}
         except Exception:
             _discard(producer)
             raise
@@ -412,194 +339,3 @@ def _discard(producer) -> None:
         producer.close(timeout=0)
     except Exception:  # noqa: BLE001 - the sender is stopped; nothing more to release
         pass
-
-
-# ----------------------------------------------------------------------------- model updates
-
-
-def version_of(ref: str) -> int:
-    """The version number in ``name@version`` (0 when there is none)."""
-    _, _, version = ref.rpartition("@")
-    return int(version) if version.isdigit() else 0
-
-
-class ModelUpdateFollower:
-    """Reads ``model-updates`` from the start and offers each newer bundle to the device.
-
-    Every device reads every notice (no consumer group), so a device that starts late still
-    takes the newest model; it takes only notices for the runtime it runs (ONNX or TFLite). The
-    archive's sha256 is checked before the device verifies the signature.
-    """
-
-    def __init__(self, bootstrap: str, device, download_dir: Path, topic: str = MODEL_UPDATES_TOPIC,
-                 log: Callable[[str], None] = _print) -> None:
-        self.bootstrap = bootstrap
-        self.device = device
-        self.download_dir = Path(download_dir)
-        self.topic = topic
-        self.log = log
-        self.applied: list[dict[str, Any]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="model-updates", daemon=True)
-
-    def start(self) -> ModelUpdateFollower:
-        """Start following in a background thread."""
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop following and wait for the thread."""
-        self._stop.set()
-        self._thread.join(10)
-
-    def _loop(self) -> None:
-        """Poll the topic, reconnecting after errors, until stopped."""
-        from kafka import KafkaConsumer, TopicPartition
-
-        while not self._stop.is_set():
-            consumer = None
-            try:
-                consumer = KafkaConsumer(**consumer_config(self.bootstrap, None, fetch_max_bytes=MAX_NOTICE_BYTES * 2,
-                                                           max_partition_fetch_bytes=MAX_NOTICE_BYTES * 2))
-                partitions = consumer.partitions_for_topic(self.topic) or {0}
-                consumer.assign([TopicPartition(self.topic, p) for p in sorted(partitions)])
-                consumer.seek_to_beginning()
-                while not self._stop.is_set():
-                    for records in consumer.poll(timeout_ms=300).values():
-                        for record in records:
-                            self.handle(record.value)
-            except Exception as exc:  # noqa: BLE001 - a device keeps serving whatever happens here
-                self.log(f"{self.device.name}: model-updates follower: {type(exc).__name__}: {exc}; retrying")
-                self._stop.wait(1.0)
-            finally:
-                if consumer is not None:
-                    consumer.close()
-
-    def handle(self, raw: bytes) -> dict[str, Any] | None:
-        """Take one notice: skip it if not newer, else fetch, check and offer the bundle; returns what happened."""
-        parsed = parse_event(raw, max_bytes=MAX_NOTICE_BYTES, expect="model-update")
-        if not parsed.ok:
-            self.log(f"{self.device.name}: ignoring a model-updates message: {parsed.reason}")
-            return None
-        notice: ModelUpdate = parsed.event
-        if notice.version <= version_of(self.device.model):
-            return None
-        running = getattr(self.device.runner, "runtime", notice.runtime)
-        if notice.runtime != running:
-            return None  # the same update for another runtime (an ONNX device skips the TFLite notice)
-        try:
-            archive = self.fetch(notice)
-        except (OSError, ValueError) as exc:
-            self.log(f"{self.device.name}: model update {notice.model} not taken: {exc}; keeping {self.device.model}")
-            return None
-        result = self.device.offer_bundle(archive)
-        outcome = {"model": notice.model, "accepted": result.accepted, "message": result.message, "t": time.time()}
-        self.applied.append(outcome)
-        self.log(f"{self.device.name}: model update {notice.model}: {result.message}")
-        return outcome
-
-    def fetch(self, notice: ModelUpdate) -> Path:
-        """The notice's bundle archive on local disk, after checking its sha256."""
-        if notice.bundle_b64:
-            data = base64.b64decode(notice.bundle_b64)
-        elif notice.bundle_url:
-            with urllib.request.urlopen(notice.bundle_url, timeout=10) as reply:
-                data = reply.read()
-        else:
-            raise ValueError("notice carries neither bundle_b64 nor bundle_url")
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != notice.archive_sha256:
-            raise ValueError(f"archive sha256 mismatch (expected {notice.archive_sha256[:12]}..., got {digest[:12]}...)")
-        self.download_dir.mkdir(parents=True, exist_ok=True)
-        path = self.download_dir / f"{notice.model}.tar.gz"
-        path.write_bytes(data)
-        return path
-
-
-# ----------------------------------------------------------------------------- a device process
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """Arguments of ``python -m edge.streaming.device``."""
-    p = argparse.ArgumentParser(prog="python -m edge.streaming.device",
-                                description="A simulated camera device streaming predictions to Kafka.")
-    p.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
-    p.add_argument("--bundle", required=True, help="signed bundle folder or archive to start with")
-    p.add_argument("--key", required=True, help="the cloud's public key (public_key.pem)")
-    p.add_argument("--frames", required=True, help="frames .npz (edge.serving.sources.save_frames)")
-    p.add_argument("--name", default="cam-0", help="device id")
-    p.add_argument("--fresh-id", action="store_true", help="append a random suffix to --name (a new identity)")
-    p.add_argument("--rate", type=float, default=40.0, help="readings per second (0: as fast as possible)")
-    p.add_argument("--duration", type=float, default=60.0, help="seconds to run")
-    p.add_argument("--count", type=int, default=None, help="stop after this many readings")
-    p.add_argument("--drift-at", type=float, default=None, help="epoch seconds when the camera turns upside down")
-    p.add_argument("--glitch-rate", type=float, default=0.0, help="fraction of over-exposed frames")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--stats", help="write counts as JSON here every second and at exit")
-    p.add_argument("--work-dir", default=None, help="where downloaded bundles go (default: a temp folder)")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run one streaming device until --duration/--count or SIGTERM; print and write its counts."""
-    import tempfile
-
-    from edge.serving.bundle import BundleError, load_bundle
-    from edge.serving.device import EdgeDevice
-    from edge.serving.keys import load_public_key
-    from edge.serving.runners import open_runner
-    from edge.serving.sources import DigitFrames
-
-    args = build_parser().parse_args(argv)
-    name = f"{args.name}-{os.urandom(3).hex()}" if args.fresh_id else args.name
-    key = load_public_key(Path(args.key))
-    try:
-        runner = open_runner(load_bundle(Path(args.bundle), key), num_threads=1)
-    except BundleError as exc:
-        print(f"{name}: {exc}", file=sys.stderr)
-        return 2
-    frames = DigitFrames.from_file(Path(args.frames), count=args.count, seed=args.seed, rate_hz=args.rate or None)
-    camera = DriftingCamera(frames, drift_at=args.drift_at, glitch_rate=args.glitch_rate, seed=args.seed)
-    sink = KafkaSink(args.bootstrap, name, camera)
-    device = EdgeDevice(runner, camera, sink, name=name, public_key=key)
-    work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix=f"edge-{name}-"))
-    follower = ModelUpdateFollower(args.bootstrap, device, work / "downloads").start()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    deadline = time.monotonic() + args.duration
-
-    def write_stats(final: bool = False) -> dict[str, Any]:
-        """The device's counts (also to --stats, atomically)."""
-        stats = {"device": name, "served": device.served, "model": device.model, **sink.stats(),
-                 "updates": follower.applied, "final": final, "t": time.time()}
-        if args.stats:
-            tmp = Path(args.stats + ".tmp")
-            tmp.write_text(json.dumps(stats))
-            os.replace(tmp, args.stats)
-        return stats
-
-    def watchdog() -> None:
-        """Stop at the deadline; refresh the stats file every second."""
-        while not stop.wait(1.0):
-            write_stats()
-            if time.monotonic() >= deadline:
-                stop.set()
-
-    threading.Thread(target=watchdog, daemon=True).start()
-    print(f"{name}: streaming {device.model} to {args.bootstrap} at {args.rate:g} readings/s", flush=True)
-    try:
-        # As fast as possible (--rate 0) the recording is always ahead: predict 16 frames per runner call.
-        device.run(stop=stop, batch=16 if args.rate <= 0 else 1)  # closes the sink, which drains the buffer
-    except KeyboardInterrupt:
-        sink.close()
-    finally:
-        stop.set()
-        follower.stop()
-    stats = write_stats(final=True)
-    print(f"{name}: served {device.served}, produced {sum(sink.produced.values())}, "
-          f"delivered {sum(sink.delivered.values())}, dropped {sink.dropped}, model {device.model}", flush=True)
-    return 0 if stats["pending"] == 0 else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
