@@ -42,6 +42,7 @@ from cloud.stack.broker import ensure_topics
 from cloud.streaming.clients import CLIENTS, CommitFailed, open_group
 from cloud.streaming.online import build_online_model
 from cloud.streaming.store import EventStore
+from edge.log import log_line
 from edge.wire.events import Alert, PredictionEvent, Telemetry, parse_events, stable_event_id
 from edge.wire.topics import ALERTS, DEAD_LETTER, PREDICTIONS, TELEMETRY
 
@@ -384,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client", choices=CLIENTS, default=settings.processor_kafka_client,
                         help="Kafka client library, PROCESSOR_KAFKA_CLIENT (make bench-stream compares them)")
     args = parser.parse_args(argv)
-    log = lambda line: print(line, flush=True)  # noqa: E731
+    log = log_line
     service = ProcessorService(args.bootstrap, Path(args.store), args.group, args.name, args.seed, log,
                                Path(args.ready_file) if args.ready_file else None, client=args.client)
     signal.signal(signal.SIGTERM, lambda *_: service.stop.set())

@@ -9,7 +9,6 @@ line says when buffering starts and stops.
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import threading
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from edge.log import log_line
 from edge.serving.sinks import Prediction
 from edge.serving.sources import DriftingCamera
 from edge.wire.events import PredictionEvent, Telemetry
@@ -29,7 +29,6 @@ from edge.wire.topics import PREDICTIONS, TELEMETRY
 
 # Imported inside the functions that use them, to keep this module quick to import: kafka.
 
-_print = functools.partial(print, flush=True)  # the default log: one flushed line on stdout
 
 
 def telemetry_of(features: np.ndarray) -> dict[str, float]:
@@ -84,7 +83,7 @@ class KafkaSink:
     def __init__(self, bootstrap: str, device_id: str, camera: DriftingCamera | None = None, *,
                  buffer_limit: int = 100_000, batch: int = 2000, max_in_flight: int = 4,
                  flush_timeout_s: float = 5.0, backoff_s: tuple[float, float] = (0.2, 3.0),
-                 send_features: bool = True, log: Callable[[str], None] = _print, **producer_overrides: Any) -> None:
+                 send_features: bool = True, log: Callable[[str], None] = log_line, **producer_overrides: Any) -> None:
         self.bootstrap = bootstrap
         self.device_id = device_id
         self.camera = camera

@@ -8,7 +8,6 @@ two predictions.
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import threading
 import time
@@ -17,13 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edge.log import log_line
 from edge.wire.events import MAX_NOTICE_BYTES, ModelUpdate, parse_event
 from edge.wire.kafka import consumer_config
 from edge.wire.topics import MODEL_UPDATES
 
 # Imported inside the functions that use them, to keep this module quick to import: kafka.
 
-_print = functools.partial(print, flush=True)  # the default log: one flushed line on stdout
 
 
 def version_of(ref: str) -> int:
@@ -40,7 +39,7 @@ class ModelUpdateFollower:
     archive's sha256 is checked before the device verifies the signature.
     """
     def __init__(self, bootstrap: str, device, download_dir: Path, topic: str = MODEL_UPDATES,
-                 log: Callable[[str], None] = _print) -> None:
+                 log: Callable[[str], None] = log_line) -> None:
         self.bootstrap = bootstrap
         self.device = device
         self.download_dir = Path(download_dir)

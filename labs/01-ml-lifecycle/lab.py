@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from cloud.labkit import plots
+from cloud.ml import gradients as gd
+from cloud.ml.data import digits_split, load_dataset
+from cloud.ml.evaluation import classification_scores
+from cloud.ml.lifecycle import load_model, make_untidy, save_model, tabular_pipeline
+
+# Imported inside the functions that use them, to keep this module quick to import: sklearn.
+
 TITLE = "The ML lifecycle: explore, gradient descent by hand, train, save and reload"
 DEFAULTS = {
     "seed": 42,
@@ -17,9 +25,6 @@ QUICK = {"steps": 300}
 
 def explore(ctx) -> dict:
     """Summary table, class balance and plots for digits and for the lifecycle table."""
-    from cloud.labkit import plots
-    from cloud.ml.data import digits_split, load_dataset
-
     ctx.step("1. Explore: what is in the data?")
     digits = load_dataset("digits")
     table = load_dataset(ctx.args["dataset"])
@@ -47,9 +52,6 @@ def gradients(ctx) -> dict:
     """Gradient descent in numpy for linear and logistic regression, checked two ways."""
     from sklearn.preprocessing import StandardScaler
 
-    from cloud.labkit import plots
-    from cloud.ml import gradients as gd
-    from cloud.ml.data import load_dataset
 
     ctx.step("2. Gradient descent by hand, checked against autograd and finite differences")
     diabetes = load_dataset("diabetes")
@@ -103,9 +105,6 @@ def lifecycle(ctx) -> dict:
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import train_test_split
 
-    from cloud.ml.data import load_dataset
-    from cloud.ml.evaluation import classification_scores
-    from cloud.ml.lifecycle import load_model, make_untidy, save_model, tabular_pipeline
 
     ctx.step("3. The lifecycle: split, preprocess, train, evaluate, save, reload, predict")
     table = load_dataset(ctx.args["dataset"])

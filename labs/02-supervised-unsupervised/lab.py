@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from cloud.labkit import plots
+from cloud.ml.classical import class_scores, classifiers, random_oversample, random_undersample, regressors, skewed
+from cloud.ml.data import DIGITS_LABELS, FAULT_KINDS, digits_split, faulty_frames, load_dataset
+from cloud.ml.evaluation import classification_scores, micro_roc
+
+# Imported inside the functions that use them, to keep this module quick to import: sklearn.
+
 TITLE = "Supervised and unsupervised learning: regression, classification, imbalance, clustering, anomalies"
 DEFAULTS = {
     "seed": 42,
@@ -24,9 +31,6 @@ def regression(ctx) -> dict:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import PolynomialFeatures
 
-    from cloud.labkit import plots
-    from cloud.ml.classical import regressors
-    from cloud.ml.data import load_dataset
 
     ctx.step("1. Regression: diabetes progression, cross-validated")
     table = load_dataset("diabetes")
@@ -73,10 +77,6 @@ def classification(ctx) -> dict:
     """Six classifiers on digits: accuracy, precision, recall, F1, ROC-AUC; ROC and confusion plots."""
     from sklearn.metrics import confusion_matrix
 
-    from cloud.labkit import plots
-    from cloud.ml.classical import class_scores, classifiers
-    from cloud.ml.data import DIGITS_LABELS, digits_split
-    from cloud.ml.evaluation import classification_scores, micro_roc
 
     ctx.step("2. Classification: digits, six model families")
     split = digits_split(ctx.seed)
@@ -111,8 +111,6 @@ def imbalance(ctx) -> dict:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from cloud.ml.classical import random_oversample, random_undersample, skewed
-    from cloud.ml.data import load_dataset
 
     ctx.step("3. Imbalanced data: malignant made rare")
     table = load_dataset("breast_cancer")
@@ -155,8 +153,6 @@ def unsupervised(ctx) -> dict:
     from sklearn.metrics import adjusted_rand_score, roc_auc_score
     from sklearn.preprocessing import StandardScaler
 
-    from cloud.labkit import plots
-    from cloud.ml.data import FAULT_KINDS, digits_split, faulty_frames
 
     ctx.step("4. Unsupervised: clustering, projections, anomaly detection")
     shapes = {

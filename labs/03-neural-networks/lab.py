@@ -6,6 +6,33 @@ import time
 
 import numpy as np
 
+from cloud.labkit import plots
+from cloud.ml.data import digits_split, pointer_sequences
+from cloud.ml.models import (
+    build_keras_cnn,
+    build_keras_mlp,
+    build_torch_attention_classifier,
+    build_torch_cnn,
+    build_torch_mlp,
+)
+from cloud.ml.training import (
+    KERAS_CNN_FILE,
+    fit_torch,
+    keras_accuracy,
+    limit_threads,
+    load_torch_cnn,
+    predict_accuracy,
+    save_keras_model,
+    save_torch_model,
+    tensorflow_device,
+    torch_accuracy,
+    torch_device,
+    train_keras,
+    train_torch,
+)
+
+# Imported inside the functions that use them, to keep this module quick to import: keras, torch.
+
 TITLE = "Neural networks in PyTorch and TensorFlow: MLP, CNN, training choices, self-attention"
 DEFAULTS = {
     "seed": 42,
@@ -33,10 +60,6 @@ VARIANTS = [
 
 def side_by_side(ctx, split) -> dict:
     """Train the kit's MLP and CNN in PyTorch and in Keras; table, curves, and the trained CNNs."""
-    from cloud.labkit import plots
-    from cloud.ml.models import build_keras_cnn, build_keras_mlp, build_torch_cnn, build_torch_mlp
-    from cloud.ml.training import fit_torch, keras_accuracy, predict_accuracy, torch_accuracy, train_keras, train_torch
-
     ctx.step("2. The same MLP and CNN in PyTorch and in Keras")
     epochs, seed = ctx.args["epochs"], ctx.seed
     rows, curves, models = [], {}, {}
@@ -108,9 +131,6 @@ def _torch_params(model) -> int:
 
 def compare_choices(ctx, split) -> dict:
     """Train the MLP once per variant (activation, loss, optimizer, regularisation) and tabulate."""
-    from cloud.ml.models import build_torch_mlp
-    from cloud.ml.training import fit_torch, predict_accuracy
-
     ctx.step("3. Training choices, one at a time (PyTorch MLP)")
     rows, metrics = [], {}
     for name, model_kwargs, train_kwargs in VARIANTS:
@@ -132,14 +152,6 @@ def save_models(ctx, models, split) -> dict:
     """Save both CNNs where lab 04 looks for them, and a copy in the run folder; reload to check."""
     import keras
 
-    from cloud.ml.training import (
-        KERAS_CNN_FILE,
-        keras_accuracy,
-        load_torch_cnn,
-        save_keras_model,
-        save_torch_model,
-        torch_accuracy,
-    )
 
     ctx.step("4. Save the trained CNNs for export (lab 04) and the edge")
     shared = ctx.settings.artifacts_dir / "lab-03"
@@ -158,11 +170,6 @@ def save_models(ctx, models, split) -> dict:
 
 def attention(ctx) -> dict:
     """A one-head self-attention layer learns to read the token a pointer names."""
-    from cloud.labkit import plots
-    from cloud.ml.data import pointer_sequences
-    from cloud.ml.models import build_torch_attention_classifier, build_torch_mlp
-    from cloud.ml.training import fit_torch, predict_accuracy
-
     ctx.step("5. Attention: a tiny self-attention layer on token sequences")
     length, values = 8, 10
     x_train, y_train, vocab = pointer_sequences(ctx.args["attention_sequences"], length, values,
@@ -202,9 +209,6 @@ def attention(ctx) -> dict:
 
 def run(ctx) -> dict:
     """Devices, side-by-side MLP/CNN, choices table, saved CNNs, attention."""
-    from cloud.ml.data import digits_split
-    from cloud.ml.training import limit_threads, tensorflow_device, torch_device
-
     ctx.step("1. Devices")
     limit_threads(ctx.args["threads"])
     devices = {"torch_device": torch_device(), "tensorflow_device": tensorflow_device()}

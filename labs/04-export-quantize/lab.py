@@ -5,6 +5,16 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from cloud.bench import edge as be
+from cloud.ml.data import digits_split
+from cloud.ml.edge_artifacts import get_models, publish_digits_bundles
+from cloud.ml.export import export_onnx, quantize_onnx_dynamic
+from cloud.ml.publish import bundles_dir, ensure_signing_key, publish_model_file
+from edge.machine import machine_name
+from edge.serving.bundle import load_bundle
+from edge.serving.keys import PUBLIC_KEY_FILE, fingerprint, load_public_key
+from edge.serving.sources import FRAMES_FILE
+
 TITLE = "Export and quantize for the edge: ONNX and TFLite, fp32 and int8, signed bundles"
 DEFAULTS = {
     "seed": 42,
@@ -19,15 +29,6 @@ QUICK = {"epochs": 4, "keras_epochs": 4, "repeats": 300}
 
 def run(ctx) -> dict:
     """Models -> ONNX/TFLite fp32 and int8 -> signed bundles -> trade-off table, plot and targets."""
-    from cloud.bench import edge as be
-    from cloud.ml.data import digits_split
-    from cloud.ml.edge_artifacts import get_models, publish_digits_bundles
-    from cloud.ml.publish import bundles_dir, ensure_signing_key
-    from edge.machine import machine_name
-    from edge.serving.bundle import load_bundle
-    from edge.serving.keys import PUBLIC_KEY_FILE, fingerprint, load_public_key
-    from edge.serving.sources import FRAMES_FILE
-
     args = ctx.args
     split = digits_split(ctx.seed)
     ctx.console.print(f"machine: {machine_name()}")
@@ -102,9 +103,6 @@ def _slug(label: str) -> str:
 
 def dynamic_quantization_bundles(models, out_dir: Path, key) -> dict[str, Path]:
     """Two dynamically quantized ONNX bundles (all ops; MatMul/Gemm only), signed, in the run folder."""
-    from cloud.ml.export import export_onnx, quantize_onnx_dynamic
-    from cloud.ml.publish import publish_model_file
-
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_onnx(models.torch_model, Path(tmp) / "model.onnx")
         made = {}

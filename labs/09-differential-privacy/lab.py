@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import tempfile
+
 import numpy as np
+
+from cloud.labkit.plots import _pyplot
+from cloud.ml.data import digits_split
+from cloud.private.attacks import cross_entropy, loss_threshold_attack, shadow_model_attack
+from cloud.private.dp import advantage_bound, predict_logits, train_plain, train_private
+from edge.federated.mlp import evaluate, init_params
+from edge.private.dp import PrivacyBudgetExceeded, PrivacyLedger, mlp_to_torch, torch_to_mlp, train_round
 
 TITLE = "Differential privacy: DP-SGD with Opacus, accountants, membership inference, budgets"
 DEFAULTS = {
@@ -24,17 +33,11 @@ QUICK = {"epsilons": "1,8", "epochs": 8, "overfit_epochs": 120}
 
 def _losses(model, x, y):
     """Per-sample cross-entropy of a model on flat digits."""
-    from cloud.private.attacks import cross_entropy
-    from cloud.private.dp import predict_logits
-
     return cross_entropy(predict_logits(model, x), y)
 
 
 def utility_and_attack(ctx, split, outsiders) -> dict:
     """Non-private and DP-SGD runs at each target ε: accuracy, ε by two accountants, attack on each."""
-    from cloud.private.attacks import loss_threshold_attack
-    from cloud.private.dp import advantage_bound, train_plain, train_private
-
     a = ctx.args
     targets = [float(e) for e in str(a["epsilons"]).split(",") if e.strip()]
     ctx.step(f"1. DP-SGD at ε ∈ {targets} and without DP ({a['epochs']} epochs, {len(split.x_train)} members)")
@@ -71,9 +74,6 @@ def utility_and_attack(ctx, split, outsiders) -> dict:
 
 def overfit_attack(ctx, split, outsiders) -> dict:
     """A deliberately overfit non-private model, attacked by loss threshold and by a shadow model."""
-    from cloud.private.attacks import loss_threshold_attack, shadow_model_attack
-    from cloud.private.dp import predict_logits, train_plain
-
     a = ctx.args
     n = a["overfit_members"]
     ctx.step(f"2. Membership inference on a deliberately overfit model ({n} members, {a['overfit_epochs']} epochs)")
@@ -107,10 +107,7 @@ def overfit_attack(ctx, split, outsiders) -> dict:
 
 def budget_refusal(ctx, split) -> dict:
     """A device with an ε budget trains round after round until its ledger refuses."""
-    import tempfile
 
-    from edge.federated.mlp import evaluate, init_params
-    from edge.private.dp import PrivacyBudgetExceeded, PrivacyLedger, mlp_to_torch, torch_to_mlp, train_round
 
     a = ctx.args
     ctx.step(f"3. A device's budget: ε ≤ {a['budget']} for life, σ={a['device_noise']}, one epoch per round")
@@ -139,8 +136,6 @@ def budget_refusal(ctx, split) -> dict:
 
 def plot(ctx, utility, overfit) -> None:
     """Privacy-utility curve and attack AUC against ε."""
-    from cloud.labkit.plots import _pyplot
-
     plt = _pyplot()
     eps = [r.epsilon["prv"] for _, r, _, _ in utility["runs"]]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
@@ -160,8 +155,6 @@ def plot(ctx, utility, overfit) -> None:
 
 def run(ctx) -> dict:
     """Utility and attack at each ε, the overfit model's leak, then a device's budget running out."""
-    from cloud.ml.data import digits_split
-
     split = digits_split(ctx.seed)
     outsiders = (np.vstack([split.x_val, split.x_test]), np.concatenate([split.y_val, split.y_test]))
     utility = utility_and_attack(ctx, split, outsiders)

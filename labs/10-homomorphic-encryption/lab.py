@@ -6,6 +6,21 @@ import time
 
 import numpy as np
 
+from cloud.labkit.plots import _pyplot
+from cloud.ml.data import digits_split
+from cloud.private.he import (
+    SecretKeyOnServer,
+    assert_cannot_decrypt,
+    linear_batch,
+    linear_vector,
+    server_context,
+    weighted_sum,
+)
+from edge.federated.mlp import PARAM_NAMES, evaluate, init_params, train_sgd, weighted_average
+from edge.private.he import KeyHolder, flatten, unflatten
+
+# Imported inside the functions that use them, to keep this module quick to import: sklearn.
+
 TITLE = "Homomorphic encryption: encrypted inference and aggregation with CKKS (TenSEAL)"
 DEFAULTS = {
     "seed": 42,
@@ -26,8 +41,6 @@ def train_model(ctx, split):
 
 def keys_and_server(ctx, holders) -> dict:
     """What the cloud receives from each key holder, and proof that it cannot decrypt."""
-    from cloud.private.he import SecretKeyOnServer, assert_cannot_decrypt, server_context
-
     ctx.step("1. Keys stay on the device: what the cloud receives")
     rows, servers = [], {}
     for name, holder in holders.items():
@@ -49,8 +62,6 @@ def keys_and_server(ctx, holders) -> dict:
 
 def inference(ctx, split, holders, servers, weights, bias) -> dict:
     """Encrypted batch of frames -> cloud's linear model -> device decrypts and applies softmax."""
-    from cloud.private.he import linear_batch
-
     n = ctx.args["samples"]
     ctx.step(f"2. Encrypted inference: {n} frames, feature-major packing, logistic regression in the cloud")
     x, y = split.x_test[:n], split.y_test[:n]
@@ -79,9 +90,6 @@ def inference(ctx, split, holders, servers, weights, bias) -> dict:
 
 def single_frame(ctx, split, weights, bias) -> dict:
     """One frame in one ciphertext: the vector-matrix product needs rotations, so Galois keys."""
-    from cloud.private.he import linear_vector, server_context
-    from edge.private.he import KeyHolder
-
     ctx.step("3. One frame at a time: vector-matrix product with Galois keys")
     holder = KeyHolder.create("8192-depth2")
     public = holder.public_context()
@@ -103,10 +111,6 @@ def single_frame(ctx, split, weights, bias) -> dict:
 
 def aggregation(ctx, split, holders, servers) -> dict:
     """Devices' MLP updates encrypted, averaged by the cloud without decrypting, decrypted by a key holder."""
-    from cloud.private.he import weighted_sum
-    from edge.federated.mlp import PARAM_NAMES, evaluate, init_params, train_sgd, weighted_average
-    from edge.private.he import flatten, unflatten
-
     k = ctx.args["clients"]
     ctx.step(f"4. Encrypted aggregation: FedAvg of {k} devices' MLP weights")
     start = init_params(seed=ctx.seed)
@@ -142,8 +146,6 @@ def aggregation(ctx, split, holders, servers) -> dict:
 
 def plot(ctx, infer, agg) -> None:
     """Error of encrypted inference and aggregation at each ring size (log scale)."""
-    from cloud.labkit.plots import _pyplot
-
     plt = _pyplot()
     names = list(infer)
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -159,9 +161,6 @@ def plot(ctx, infer, agg) -> None:
 
 def run(ctx) -> dict:
     """Keys, encrypted inference, one-frame inference, encrypted aggregation, at N = 4096 and 8192."""
-    from cloud.ml.data import digits_split
-    from edge.private.he import KeyHolder
-
     split = digits_split(ctx.seed)
     weights, bias = train_model(ctx, split)
     holders = {name: KeyHolder.create(name) for name in ("4096", "8192")}
