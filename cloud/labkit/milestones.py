@@ -11,6 +11,7 @@ milestone, how long it waited and the log to read.
 ...                progress=print, progress_every_s=2, interval_s=1)
 >>> m.wait("lamp on", lambda: now[0] >= 3)
     2 s  waiting for: lamp on
+    3 s  reached: lamp on
 3.0
 >>> m.reached
 [('lamp on', 3.0)]
@@ -72,6 +73,7 @@ class Milestones:
             if check():
                 now = self.clock()
                 self.reached.append((name, round(now - self.start, 2)))
+                self.progress(f"{now - self.start:5.0f} s  reached: {name}")
                 return now - began
             now = self.clock()
             reason = failed() if failed else None

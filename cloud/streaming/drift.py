@@ -34,13 +34,16 @@ from typing import Any
 import numpy as np
 
 from cloud.ml.data import as_images
+from cloud.ml.export import OnnxWeightsTemplate
 from cloud.ml.models import build_keras_cnn, build_torch_cnn
 from cloud.ml.publish import ensure_signing_key, publish_onnx_bundle, publish_tflite_bundle
-from cloud.ml.training import torch_accuracy
+from cloud.ml.training import torch_accuracy, torch_predict
 from cloud.settings import load_settings
 from cloud.stack.broker import ensure_topics
 from cloud.streaming.clients import CLIENTS, open_reader
-from edge.serving.bundle import pack_bundle
+from edge.log import log_line
+from edge.serving.bundle import load_bundle, pack_bundle
+from edge.serving.runners import open_runner
 from edge.wire.events import ModelUpdate, new_event_id, parse_event
 from edge.wire.topics import ALERTS, MODEL_UPDATES, PREDICTIONS
 
@@ -122,6 +125,8 @@ class DriftResponder:
         self.log = log
         self.samples: deque[tuple[float, list[float], int]] = deque(maxlen=window * 4)
         self.pending_alert = None
+        self.alert_seen_at = 0.0  # monotonic time the pending alert was read
+        self.template: OnnxWeightsTemplate | None = None
         self.updates: list[dict[str, Any]] = []
         self.stop = threading.Event()
 
@@ -149,6 +154,7 @@ class DriftResponder:
             Path(ready_file).write_text(json.dumps({"pid": os.getpid(), "t": time.time()}))
         self.log(f"drift responder: following {ALERTS} and {PREDICTIONS} with {self.client}; "
                  f"devices run {self.model_ref}")
+        self._warm_up()
         try:
             while not self.stop.is_set():
                 self._poll_once(kafka)
@@ -157,6 +163,17 @@ class DriftResponder:
         finally:
             kafka.close()
         return self.updates
+
+    def _warm_up(self) -> None:
+        """Before any drift: export the ONNX graph once and run one training step, so a response only fine-tunes.
+
+        The topics are read from ``since`` on, so nothing that arrives meanwhile is missed.
+        """
+        started = time.monotonic()
+        self.template = OnnxWeightsTemplate(self.model)
+        x = np.zeros((32, 64), dtype=np.float32)
+        fine_tune(self.model, x, np.zeros(32, dtype=np.int64), epochs=1, seed=self.seed)  # autograd's first-call cost
+        self.log(f"drift responder: warmed up in {time.monotonic() - started:.1f} s (ONNX graph exported once)")
 
     def _poll_once(self, kafka) -> None:
         """Read what arrived: keep labelled samples, note a drift alert about the current model."""
@@ -169,7 +186,7 @@ class DriftResponder:
                 self.samples.append((event.ts, event.features, event.true_label))
             elif event.kind == "alert" and event.alert == "drift":
                 if event.model == self.model_ref and self.pending_alert is None:
-                    self.pending_alert = event
+                    self.pending_alert, self.alert_seen_at = event, time.monotonic()
                     self.log(f"drift responder: drift confirmed on {event.model} ({event.detail}); "
                              f"collecting {self.window} labelled events to retrain on")
 
@@ -179,8 +196,9 @@ class DriftResponder:
         return sum(1 for ts, _, _ in self.samples if ts >= since)
 
     def _respond(self, kafka) -> None:
-        """Retrain on the window, export, sign, publish the notice, record before/after accuracy."""
-        started = time.monotonic()
+        """Retrain on the window, write ONNX, verify, sign, publish the notice; record each phase's seconds."""
+        phases = {"collect window": time.monotonic() - self.alert_seen_at}
+        clock = time.monotonic()
         alert = self.pending_alert
         recent = [s for s in self.samples if s[0] >= alert.ts][-self.window:]
         x = np.asarray([s[1] for s in recent], dtype=np.float32)  # N, 64
@@ -189,9 +207,17 @@ class DriftResponder:
         before = torch_accuracy(self.model, x[cut:], y[cut:])
         new_model = fine_tune(self.model, x[:cut], y[:cut], epochs=self.epochs, seed=self.seed)
         after = torch_accuracy(new_model, x[cut:], y[cut:])
+        phases["fine-tune"], clock = time.monotonic() - clock, time.monotonic()
         version = self.version + 1
         folder = publish_onnx_bundle(new_model, MODEL_NAME, version, self.bundles_dir, self.key,
-                                     metrics={"window_accuracy": after})
+                                     metrics={"window_accuracy": after}, template=self.template)
+        problem = self._check_bundle(folder, new_model, x[cut:])
+        phases["write and verify ONNX"], clock = time.monotonic() - clock, time.monotonic()
+        if problem:
+            self.log(f"drift responder: refusing to publish {MODEL_NAME}@{version}: {problem}; "
+                     f"devices keep {self.model_ref}")
+            self.pending_alert = None
+            return
         archive = pack_bundle(folder, self.bundles_dir / f"{MODEL_NAME}@{version}.tar.gz")
         data = archive.read_bytes()
         notice = ModelUpdate(device_id="cloud", model=f"{MODEL_NAME}@{version}", version=version,
@@ -201,22 +227,32 @@ class DriftResponder:
                              accuracy_before=before, accuracy_after=after)
         kafka.send(MODEL_UPDATES, notice.to_bytes())
         kafka.flush(30)  # raises if the broker did not take the notice
+        phases["sign and send"] = time.monotonic() - clock
         self.model, self.version, self.pending_alert = new_model, version, None
         update = {"model": notice.model, "alert_ts": alert.ts, "alert_source_event": alert.source_event_id,
                   "window": len(x), "train": cut, "held_out": len(x) - cut,
                   "accuracy_before": before, "accuracy_after": after, "published_at": time.time(),
-                  "retrain_s": round(time.monotonic() - started, 2), "bundle_bytes": len(data),
-                  "onnx_bundle": str(folder)}
+                  "retrain_s": round(sum(phases.values()) - phases["collect window"], 2), "bundle_bytes": len(data),
+                  "phases_s": {k: round(v, 3) for k, v in phases.items()}, "onnx_bundle": str(folder)}
         self.updates.append(update)
         self._save()
-        self.log(f"drift responder: published {notice.model} ({len(data) / 1024:.0f} KB) in {update['retrain_s']} s; "
-                 f"held-out window accuracy {before:.3f} -> {after:.3f}")
+        self.log(f"drift responder: published {notice.model} ({len(data) / 1024:.0f} KB) "
+                 + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items())
+                 + f"; held-out window accuracy {before:.3f} -> {after:.3f}")
         if self.tflite:
             try:
                 self._publish_tflite(kafka, new_model, version, notice, update)
             except Exception as exc:  # noqa: BLE001 - the ONNX update is out; a TFLite failure must not stop the responder
                 self.log(f"drift responder: TFLite bundle for {notice.model} not published ({type(exc).__name__}: "
                          f"{exc}); ONNX devices already have it. Is tensorflow installed (pip install -e '.[cloud]')?")
+
+    def _check_bundle(self, folder: Path, model, x: np.ndarray) -> str | None:
+        """Load the new bundle as a device would (signature, checksums, model) and compare its logits with torch's."""
+        got = open_runner(load_bundle(folder, self.key.public_key())).predict_batch(x)
+        want = torch_predict(model, x)
+        if not np.allclose(got, want, rtol=1e-4, atol=1e-4):
+            return f"its ONNX logits differ from torch's by up to {float(np.abs(got - want).max()):.2g}"
+        return None
 
     def _publish_tflite(self, kafka, model, version: int, onnx_notice: ModelUpdate, update: dict) -> None:
         """The same model as a signed TFLite bundle and a second notice for TFLite devices."""
@@ -265,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client", choices=CLIENTS, default=settings.processor_kafka_client,
                         help="Kafka client library, as the processor's (PROCESSOR_KAFKA_CLIENT)")
     args = parser.parse_args(argv)
-    log = lambda line: print(line, flush=True)  # noqa: E731
+    log = log_line
     responder = DriftResponder(args.bootstrap, Path(args.weights), Path(args.bundles), Path(args.keys),
                                args.version, args.window, args.epochs, args.seed,
                                Path(args.results) if args.results else None, log, tflite=args.tflite,

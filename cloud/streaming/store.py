@@ -151,6 +151,12 @@ class StoreReader:
         return self._query("SELECT ts, source_ts, device_id, model, score, detail FROM alerts WHERE alert = ? "
                            "ORDER BY ts", (kind,))
 
+    def labelled_on(self, model: str) -> dict[str, tuple[int, float]]:
+        """Per device: labelled predictions made with ``model`` and the time of its first one."""
+        rows = self._query("SELECT device_id, COUNT(*), MIN(ts) FROM events WHERE kind = 'prediction' AND model = ? "
+                           "AND correct IS NOT NULL GROUP BY 1", (model,))
+        return {device: (count, first) for device, count, first in rows}
+
     def dead_letters(self) -> int:
         """Messages refused to dead-letter."""
         rows = self._query("SELECT COUNT(*) FROM dead_letters")
