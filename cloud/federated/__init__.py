@@ -1,1 +1,1 @@
-"""Federated learning on the cloud: run config, strategies, round journal, Flower ServerApps, running a federation on SuperNodes, reading results. May import cloud.ml, cloud.private, cloud.stack and edge."""
+"""Federated learning on the cloud: run config, strategies, round journal, Flower ServerApps, running a federation on SuperNodes, reading results. May import cloud.labkit, cloud.ml, cloud.private, cloud.stack and edge."""

@@ -6,6 +6,11 @@ Runtime API port), waits until the SuperLink lists them online, submits the Flow
 reads the run's final status with ``flwr ls``. Since ``flwr run`` exits 0 even when every client
 failed, a run counts as good only when the SuperLink says ``finished:completed`` and the journal
 says ``completed``; otherwise ``FederationError`` carries the clients' own error messages.
+
+Each round's replies are a milestone (``cloud.labkit.milestones``): the runs wait for them under
+one cap, a progress line names the round and how many nodes answered, and a missed one names the
+journal and the SuperNode logs to read. Chosen SuperNodes can run under a CPU limit
+(``cpu_limits={0: 0.25}``: a quarter of one core, what a Raspberry Pi 3 or Zero 2 offers).
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from rich.console import Console
 from cloud.federated.config import METRICS_FILE, MODEL_FILE, FederationError, FlConfig, run_config_string
 from cloud.federated.results import FlResult, round_line
 from cloud.federated.strategies import strategy_class
+from cloud.labkit.milestones import Milestones
 from cloud.stack import procs
+from cloud.stack.cpu_limit import CpuLimit
 from cloud.stack.local import venv_env
 from edge.federated.supernode import flower_executable, supernode_command
 
@@ -86,7 +93,7 @@ class Federation:
     def __init__(self, superlink_address: str, work_dir: Path, devices: int, data_dir: Path,
                  ca: Path | None = None, console: Console | None = None,
                  health_timeout_s: float = 60.0, first_port: int | None = None,
-                 app_dir: Path = APP_DIR) -> None:
+                 app_dir: Path = APP_DIR, cpu_limits: dict[int, float] | None = None) -> None:
         if devices < 0:
             raise ValueError(f"devices must be >= 0 (0: only submit runs to nodes started elsewhere), got {devices}")
         self.superlink_address = superlink_address
@@ -96,6 +103,9 @@ class Federation:
         self.ca = Path(ca).resolve() if ca else None  # the CA that signed the SuperLink's certificate: TLS on
         self.console = console or Console(stderr=True)
         self.health_timeout_s = health_timeout_s
+        # partition id -> cores its SuperNode and the ClientApps it starts may use (0.25: a quarter core)
+        self.cpu_limits = dict(cpu_limits or {})
+        self.limits: dict[int, CpuLimit] = {}  # the cgroups made for them, removed by stop()
         self.cli_home = self.work_dir / "flwr-cli"
         write_cli_config(self.cli_home, superlink_address, self.ca)
         self.nodes = [
@@ -127,12 +137,25 @@ class Federation:
         env = venv_env({"FLWR_HOME": str(node.home)})
         # The SuperNode starts Flower's other executables (flwr-clientapp) from PATH: its own folder first.
         env["PATH"] = str(Path(cmd[0]).parent) + os.pathsep + env["PATH"]
+        limit = self._cpu_limit(partition_id)  # made first: CpuLimitUnavailable before anything starts
         node.proc = procs.start_process(cmd, node.log, env=env)
+        if limit is not None:
+            # Added before it has started a ClientApp: cgroup membership is inherited, so they are held too.
+            limit.add(node.proc.pid)
         if wait:
             procs.wait_until(lambda: procs.port_answers("127.0.0.1", node.port),
                              f"SuperNode {partition_id} Runtime API on port {node.port}",
                              self.health_timeout_s, node.proc, node.log)
         return node
+
+    def _cpu_limit(self, partition_id: int) -> CpuLimit | None:
+        """The CPU limit a device's SuperNode runs under (made on first use), or None when it has none."""
+        if partition_id not in self.cpu_limits:
+            return None
+        if partition_id not in self.limits:
+            self.limits[partition_id] = CpuLimit(self.cpu_limits[partition_id], name=f"kit-supernode-{partition_id}-"
+                                                 f"{os.getpid()}")
+        return self.limits[partition_id]
 
     def kill_node(self, partition_id: int) -> None:
         """Kill one SuperNode and its ClientApp processes at once (SIGKILL: a device losing power)."""
@@ -175,6 +198,9 @@ class Federation:
                 if node.proc.poll() is None:
                     node.proc.wait(timeout=5)
                 _wait_group_gone(node.proc.pid)
+        for limit in self.limits.values():
+            limit.close()
+        self.limits.clear()
 
     def pids(self) -> list[int]:
         """Process ids of the SuperNodes started."""
@@ -223,48 +249,72 @@ class Federation:
 
     def run(self, config: FlConfig, out_dir: Path, timeout: float = 600,
             on_round: Callable[[dict[str, Any]], None] | None = None,
-            during: Callable[[dict[str, Any]], None] | None = None) -> FlResult:
+            during: Callable[[dict[str, Any]], None] | None = None,
+            milestones: Milestones | None = None, label: str = "") -> FlResult:
         """Submit a run, follow it to the end and return its results; FederationError if it failed.
 
         ``on_round(entry)`` is called once per finished round; ``during(journal)`` on every journal
         change (the kill-a-node experiment uses it to act in the middle of a round).
         """
-        results = self.run_many({"run": (config, out_dir)}, timeout,
+        name = label.strip().rstrip(":") or "run"  # what the lines about this run's waits start with
+        results = self.run_many({name: (config, out_dir)}, timeout,
                                 on_round=(lambda _, entry: on_round(entry)) if on_round else None,
-                                during=(lambda _, journal: during(journal)) if during else None)
-        return results["run"]
+                                during=(lambda _, journal: during(journal)) if during else None,
+                                milestones=milestones, label=label)
+        return results[name]
 
     def run_many(self, runs: dict[str, tuple[FlConfig, Path]], timeout: float = 600,
                  on_round: Callable[[str, dict[str, Any]], None] | None = None,
-                 during: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, FlResult]:
-        """Submit several runs at once (the SuperNodes serve them side by side) and follow all to the end.
+                 during: Callable[[str, dict[str, Any]], None] | None = None,
+                 milestones: Milestones | None = None, label: str = "") -> dict[str, FlResult]:
+        """Submit several runs at once (the SuperNodes serve them side by side) and follow all to their milestones.
 
-        Returns results by name; raises FederationError naming the first run that failed.
+        The milestones are every round's replies ("round 2's replies": that round closed in every
+        run), then the runs' end, waited for under ``milestones``' cap (without one: a cap of
+        ``timeout`` s); ``label`` prefixes their names. Returns results by name; raises
+        FederationError naming the first run that failed, MilestoneMissed when the cap passes.
         """
-        start = time.monotonic()
+        milestones = milestones or Milestones(timeout, progress=self.console.print, progress_every_s=10)
         followers = []
         for name, (config, out_dir) in runs.items():
             out_dir = Path(out_dir).resolve()
             out_dir.mkdir(parents=True, exist_ok=True)
             (out_dir / METRICS_FILE).unlink(missing_ok=True)
             config = replace(config, out_dir=str(out_dir))  # keeps a subclass's own settings
-            followers.append(_RunFollower(name, self.submit(config), out_dir, time.monotonic()))
-        while any(not f.finished for f in followers):
+            followers.append(_RunFollower(name, self.submit(config), out_dir, time.monotonic(),
+                                          config.num_server_rounds))
+        log = (f"{', '.join(str(f.journal_path) for f in followers)} and the SuperNode logs in "
+               f"{self.work_dir / 'logs'}")
+
+        def reached(server_round: int | None) -> bool:
+            """Poll every run; True once each has closed that round (None: has finished)."""
             for follower in followers:
                 if not follower.finished:
-                    follower.poll(self, on_round, during)
-            if time.monotonic() - start > timeout:
-                late = [f"{f.name} (run {f.run_id}, '{f.status}')" for f in followers if not f.finished]
-                raise FederationError(f"runs still going after {timeout:.0f} s: {', '.join(late)}; journals under "
-                                      f"their out-dirs; SuperNode logs under {self.work_dir / 'logs'}")
-            time.sleep(0.2)
-        results = {}
-        for f in followers:
-            if f.status != "finished:completed" or f.journal.get("status") != "completed":
-                raise FederationError(self._explain_failure(f.run_id, f.status, f.journal, f.journal_path))
-            results[f.name] = FlResult(f.run_id, f.status, f.journal, f.out_dir / MODEL_FILE,
-                                       f.finished_at - f.submitted_at, f.out_dir, f.journal["rounds"])
-        return results
+                    follower.poll(self, on_round, during, self._told)
+                if follower.finished and not follower.completed:
+                    raise FederationError(self._explain_failure(follower.run_id, follower.status, follower.journal,
+                                                                follower.journal_path))
+            return all(f.finished or (server_round is not None and f.closed(server_round)) for f in followers)
+
+        def status(server_round: int | None) -> str:
+            """What the late runs wait for: '(2 of 3 nodes answered)', by run when there are several."""
+            late = [f for f in followers if not (f.finished or (server_round is not None and f.closed(server_round)))]
+            parts = [f.waiting_text(server_round) for f in late]
+            if len(followers) > 1:
+                parts = [f"{f.name}: {text}" for f, text in zip(late, parts)]
+            return f"({'; '.join(parts)})" if parts else ""
+
+        for server_round in range(1, max(f.rounds for f in followers) + 1):
+            milestones.wait(f"{label}round {server_round}'s replies", lambda r=server_round: reached(r), log=log,
+                            status=lambda r=server_round: status(r))
+        milestones.wait(f"{label}{'runs' if len(followers) > 1 else 'run'} finished", lambda: reached(None),
+                        log=log, status=lambda: status(None))
+        return {f.name: FlResult(f.run_id, f.status, f.journal, f.out_dir / MODEL_FILE,
+                                 f.finished_at - f.submitted_at, f.out_dir, f.journal["rounds"]) for f in followers}
+
+    def _told(self, name: str, text: str) -> None:
+        """Print what a run's round is waiting for (some nodes answered, others not yet)."""
+        self.console.print(f"[dim]{name}: {text}[/]")
 
     def _explain_failure(self, run_id: int, status: str, journal: dict[str, Any], journal_path: Path) -> str:
         """A message naming the run, its status, and the clients' errors or the ServerApp's log tail."""
@@ -288,11 +338,13 @@ class _RunFollower:
     run_id: int
     out_dir: Path
     submitted_at: float
+    rounds: int = 1  # num-server-rounds of the run
     status: str = "unknown"
     journal: dict[str, Any] = field(default_factory=dict)
     finished_at: float = 0.0
     _text: str = ""
     _reported: set = field(default_factory=set)
+    _waits_told: set = field(default_factory=set)
     _last_change: float = field(default_factory=time.monotonic)
     _last_check: float = field(default_factory=time.monotonic)
 
@@ -306,9 +358,32 @@ class _RunFollower:
         """True once the SuperLink reports the run finished."""
         return self.status.startswith("finished")
 
-    def poll(self, federation: Federation, on_round, during) -> None:
+    @property
+    def completed(self) -> bool:
+        """True once the SuperLink and the journal both say the run completed."""
+        return self.status == "finished:completed" and self.journal.get("status") == "completed"
+
+    def closed(self, server_round: int) -> bool:
+        """True once the journal closed that round (its replies are in and aggregated)."""
+        return any(e["round"] == server_round and "central" in e for e in self.journal.get("rounds", []))
+
+    def waiting_text(self, server_round: int | None) -> str:
+        """What this run waits for in a round: '2 of 3 nodes answered, waiting for device 2', or its status."""
+        entry = next((e for e in self.journal.get("rounds", []) if e["round"] == server_round), None)
+        if server_round is None or entry is None:
+            return f"SuperLink status {self.status!r}" if self.journal else "ServerApp starting"
+        phases = entry.get("waiting", {})
+        if not phases:
+            return "messages going out"
+        phase, wait = list(phases.items())[-1]
+        text = f"{wait['answered']} of {wait['expected']} nodes answered" + ("" if phase == "train" else f" ({phase})")
+        if wait["answered"] and wait["missing"]:
+            text += f", waiting for {_nodes(wait['missing'])}"
+        return text
+
+    def poll(self, federation: Federation, on_round, during, on_wait=None) -> None:
         """Read the journal if it changed (calling the callbacks) and check the status when due."""
-        self._read(on_round, during)
+        self._read(on_round, during, on_wait)
         now = time.monotonic()
         # Each `flwr ls` costs about a second of CPU: ask when the journal says the run ended,
         # or when it has been quiet for a while (a ServerApp that died before writing it).
@@ -317,10 +392,11 @@ class _RunFollower:
             self.status, self._last_check = federation.run_status(self.run_id), now
             if self.finished:
                 self.finished_at = now
-                self._read(on_round, during)
+                self._read(on_round, during, on_wait)
 
-    def _read(self, on_round, during) -> None:
-        """Reload the journal if it changed; call during(name, journal) and on_round(name, entry) for new rounds."""
+    def _read(self, on_round, during, on_wait=None) -> None:
+        """Reload the journal if it changed; call during(name, journal), on_round(name, entry) for new rounds,
+        and on_wait(name, text) when a round has some replies but waits for others."""
         if not self.journal_path.exists():
             return
         text = self.journal_path.read_text()
@@ -330,10 +406,23 @@ class _RunFollower:
         if during:
             during(self.name, self.journal)
         for entry in self.journal["rounds"]:
+            for phase, wait in entry.get("waiting", {}).items():
+                key = (entry["round"], phase, wait["answered"])
+                if on_wait and not wait["done"] and wait["answered"] and wait["missing"] and key not in self._waits_told:
+                    self._waits_told.add(key)
+                    limit = f" (timeout {wait['timeout_s']:.0f} s)" if wait.get("timeout_s") is not None else ""
+                    on_wait(self.name, f"round {entry['round']} {phase}: {wait['answered']} of {wait['expected']} "
+                                       f"nodes answered; waiting for {_nodes(wait['missing'])}{limit}")
             if "central" in entry and entry["round"] not in self._reported:
                 self._reported.add(entry["round"])
                 if on_round:
                     on_round(self.name, entry)
+
+
+def _nodes(missing: list[dict[str, Any]]) -> str:
+    """Name the nodes a round waits for: 'device 2 (node 8810)', or 'node 8810' before it reported its partition."""
+    return ", ".join(f"device {m['partition_id']} (node {m['node_id']})" if m.get("partition_id") is not None
+                     else f"node {m['node_id']}" for m in missing)
 
 
 @dataclass

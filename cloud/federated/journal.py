@@ -3,7 +3,12 @@
 The ServerApp rewrites ``fl-metrics.json`` in the run's out-dir after every event (per-device
 training loss and held-out accuracy, central test accuracy, bytes sent, dropouts and client
 errors), so the kit can print a line per round and fail loudly when clients fail, since
-``flwr run`` itself exits 0 even then.
+``flwr run`` itself exits 0 even then. While a phase waits for replies, its round's ``waiting``
+entry says who answered (and how fast) and who has not, and the timeout in force::
+
+    "waiting": {"train": {"timeout_s": 10.0, "expected": 3, "answered": 2, "elapsed_s": 4.1, "done": false,
+                          "missing": [{"node_id": 8810, "partition_id": 2}],
+                          "reply_s": {"5521": 1.4, "9013": 1.6}}}
 """
 
 from __future__ import annotations
@@ -33,7 +38,9 @@ class RoundJournal:
         self.data: dict[str, Any] = {"run_id": run_id, "config": asdict(config), "status": "running",
                                      "started_at": time.time(), "rounds": [], "central_initial": None}
         self._round_start: dict[int, float] = {}
+        self._current: tuple[int, str] | None = None  # the (round, phase) whose messages went out last
         self.destinations: dict[str, int] = {}  # message id -> node id, filled by PollingGrid
+        self.partitions: dict[int, int] = {}  # node id -> the partition id its replies report
         self.save()
 
     def save(self) -> None:
@@ -49,7 +56,7 @@ class RoundJournal:
             if entry["round"] == server_round:
                 return entry
         entry = {"round": server_round, "train": [], "evaluate": [], "dropouts": [], "errors": [],
-                 "bytes_down": 0, "bytes_up": 0, "sampled": {}}
+                 "bytes_down": 0, "bytes_up": 0, "sampled": {}, "waiting": {}}
         self.data["rounds"].append(entry)
         return entry
 
@@ -57,10 +64,29 @@ class RoundJournal:
         """Record the messages of a phase going out (marks the round started)."""
         if phase == "train":
             self._round_start[server_round] = time.perf_counter()
+        self._current = (server_round, phase)
         entry = self.round(server_round)
         entry["sampled"][phase] = [m.metadata.dst_node_id for m in messages]
         entry["bytes_down"] += record_bytes(arrays) * len(messages)
         self.save()
+
+    def waiting(self, answered: dict[int, float], missing: list[int], timeout_s: float | None, elapsed_s: float,
+                done: bool) -> None:
+        """Record who answered the phase sent last (node id -> seconds) and who not yet, and the timeout used."""
+        if self._current is None:
+            return
+        server_round, phase = self._current
+        self.round(server_round)["waiting"][phase] = {
+            "timeout_s": timeout_s, "expected": len(answered) + len(missing), "answered": len(answered),
+            "missing": [{"node_id": n, "partition_id": self.partitions.get(n)} for n in missing],
+            "reply_s": {str(n): round(s, 3) for n, s in answered.items()},
+            "elapsed_s": round(elapsed_s, 3), "done": done,
+        }
+        self.save()
+
+    def timeout_used(self, server_round: int, phase: str) -> float | None:
+        """The timeout a round's phase waited under (None before it waited)."""
+        return self.round(server_round)["waiting"].get(phase, {}).get("timeout_s")
 
     def replies(self, server_round: int, phase: str, replies: list[Message]) -> list[dict]:
         """Record a phase's replies: per-device metrics, errors, and nodes that never answered."""
@@ -84,13 +110,17 @@ class RoundJournal:
             metrics = dict(next(iter(reply.content.metric_records.values())))
             row = {"node_id": node, **{k.replace("-", "_"): v for k, v in metrics.items()}}
             row["partition_id"] = int(row.get("partition_id", -1))
+            if row["partition_id"] >= 0:
+                self.partitions[node] = row["partition_id"]
             if phase == "train":
                 entry["bytes_up"] += record_bytes(next(iter(reply.content.array_records.values()), None))
             entry[phase].append(row)
+        timeout = self.timeout_used(server_round, phase)
         for node in entry["sampled"].get(phase, []):
             if node not in answered:
-                entry["dropouts"].append({"phase": phase, "node_id": node, "code": None,
-                                          "reason": "no reply within the round timeout"})
+                within = f"the round timeout of {timeout:.1f} s" if timeout is not None else "the round timeout"
+                entry["dropouts"].append({"phase": phase, "node_id": node, "partition_id": self.partitions.get(node),
+                                          "code": None, "reason": f"no reply within {within}"})
         if phase == "train" and entry["train"]:
             n = sum(r["num_examples"] for r in entry["train"])
             entry["train_loss"] = sum(r["train_loss"] * r["num_examples"] for r in entry["train"]) / n
@@ -159,7 +189,10 @@ class JournalMixin:
             raise FederationError(f"round {server_round} {phase}: {len(errors)} client(s) failed: {detail}")
         good = sum(not r.has_error() for r in replies)
         if phase == "train" and good < self.min_train_nodes:
+            timeout = self.journal.timeout_used(server_round, phase)
+            waited = f" within {timeout:.1f} s" if timeout is not None else ""
             raise FederationError(
-                f"round {server_round}: only {good} node(s) returned weights, fewer than min-nodes="
-                f"{self.min_train_nodes}; start more SuperNodes, lower min-nodes or raise round-timeout"
+                f"round {server_round}: only {good} node(s) returned weights{waited}, fewer than min-nodes="
+                f"{self.min_train_nodes}; start more SuperNodes, lower min-nodes or raise timeout-floor "
+                "(later rounds) or round-timeout (the first round's cap)"
             )

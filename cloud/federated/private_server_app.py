@@ -30,6 +30,7 @@ from flwr.serverapp import Grid, ServerApp
 from cloud.federated.config import METRICS_FILE, MODEL_FILE, FederationError, FlConfig
 from cloud.federated.grid import PollingGrid
 from cloud.federated.journal import RoundJournal
+from cloud.federated.timeouts import RoundTimeouts
 from cloud.private.he import assert_cannot_decrypt, weighted_sum
 from cloud.private.he import server_context as load_server_context  # TenSEAL itself loads only when first used
 from edge.federated.client_app import params_to_record, record_to_params
@@ -154,7 +155,8 @@ def main(grid: Grid, context: Context) -> None:
     config = PrivateFlConfig.from_run_config(context.run_config)
     out_dir = Path(config.out_dir or f"fl-output/run-{context.run_id}").expanduser()
     journal = PrivateJournal(out_dir / METRICS_FILE, config, context.run_id)
-    grid = PollingGrid(grid, config.poll_interval, journal.destinations)
+    grid = PollingGrid(grid, config.poll_interval, journal.destinations, timeouts=RoundTimeouts.from_config(config),
+                       watcher=journal)
     try:
         with np.load(config.test_path) as test:
             x_test, y_test = test["x_test"], test["y_test"]

@@ -2,7 +2,8 @@
 
 Runs inside the SuperLink's ServerApp process (``flwr run cloud/federated/fedapp`` submits it).
 The settings are ``config.FlConfig``, the strategy comes from ``strategies.STRATEGIES``, every
-round is written to ``journal.RoundJournal`` and replies are polled by ``grid.PollingGrid``.
+round is written to ``journal.RoundJournal`` and replies are polled by ``grid.PollingGrid``, which
+waits as long as ``timeouts.RoundTimeouts`` says (the cap, then a margin over the slowest reply).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from cloud.federated.config import METRICS_FILE, MODEL_FILE, FlConfig
 from cloud.federated.grid import PollingGrid
 from cloud.federated.journal import RoundJournal
 from cloud.federated.strategies import make_strategy
+from cloud.federated.timeouts import RoundTimeouts
 from edge.federated.client_app import params_to_record, record_to_params
 from edge.federated.mlp import evaluate, init_params
 
@@ -46,7 +48,9 @@ def main(grid: Grid, context: Context) -> None:
         initial = params_to_record(init_params(x_test.shape[1], config.hidden, 10, seed=config.seed))
         train_config = ConfigRecord({"local-epochs": config.local_epochs, "lr": config.lr,
                                      "batch-size": config.batch_size})
-        result = strategy.start(grid=PollingGrid(grid, config.poll_interval, journal.destinations), initial_arrays=initial,
+        grid = PollingGrid(grid, config.poll_interval, journal.destinations, timeouts=RoundTimeouts.from_config(config),
+                           watcher=journal)
+        result = strategy.start(grid=grid, initial_arrays=initial,
                                 num_rounds=config.num_server_rounds, timeout=config.round_timeout,
                                 train_config=train_config, evaluate_fn=central_evaluate)
         final = record_to_params(result.arrays if result.arrays is not None else initial)

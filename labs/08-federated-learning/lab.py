@@ -8,6 +8,21 @@ from dataclasses import replace
 
 import numpy as np
 
+from cloud.federated.config import FlConfig
+from cloud.federated.deploy import publish_federated_model
+from cloud.federated.partition import plot_histograms, set_name, write_digits_federation
+from cloud.federated.results import centralized_baseline, plot_accuracy, round_line, summarize
+from cloud.labkit.milestones import Milestones
+from cloud.ml.data import digits_split
+from cloud.ml.publish import bundles_dir
+from cloud.stack.certs import CertPaths, make_certs
+from cloud.stack.local import superlink_tls_files
+from edge.serving.bundle import load_bundle
+from edge.serving.keys import load_public_key
+from edge.serving.runners import open_runner
+
+# Imported inside the functions that use them, to keep this module quick to import: cloud.federated.federation.
+
 TITLE = "Federated learning across edge devices with Flower"
 DEFAULTS = {
     "devices": 4,
@@ -26,7 +41,10 @@ DEFAULTS = {
     "hidden": 32,
     "dropout": True,  # a run where one SuperNode is killed mid-round and restarted
     "drop_round": 2,
-    "round_timeout": 15.0,  # seconds a round waits for a silent node in the dropout run
+    # The dropout run's rounds wait timeout_margin x the slowest reply so far for a silent node, at least timeout_floor s
+    "timeout_margin": 3.0,
+    "timeout_floor": 10.0,
+    "cap_s": 1500.0,  # seconds all federated runs may take before the lab fails naming the milestone it waited for
     "device_eval": False,  # also send evaluate messages after the last round (the deploy step scores the final model)
     "tls": False,  # SuperLink over TLS (certificates from `make certs`, or made in the run folder)
     "seed": 0,
@@ -36,12 +54,7 @@ QUICK = {"devices": 3, "rounds": 3, "mild": False, "compare": "fedadam", "dropou
 
 def run(ctx) -> dict:
     """Partition, train centrally, federate several settings side by side, drop a node, deploy the model."""
-    from cloud.federated.config import FlConfig
-    from cloud.federated.deploy import publish_federated_model
     from cloud.federated.federation import Federation, NodeDropout
-    from cloud.federated.partition import plot_histograms, set_name, write_digits_federation
-    from cloud.federated.results import centralized_baseline, plot_accuracy, round_line, summarize
-    from cloud.ml.data import digits_split
 
     a = ctx.args
     devices, rounds = a["devices"], a["rounds"]
@@ -73,8 +86,12 @@ def run(ctx) -> dict:
     ctx.console.print(f"centralized: {epochs} epochs (the devices' total local epochs), test accuracy {centralized:.3f}")
 
     sampled = max(1, round(a["fraction"] * devices))
-    base = FlConfig(num_server_rounds=rounds, fraction_train=a["fraction"], min_nodes=sampled, round_timeout=120.0,
-                    local_epochs=a["local_epochs"],
+    # Runs compared side by side share the SuperNodes, so each round also carries the other runs' load (and
+    # their ClientApps' cold starts, when one run is a round ahead): a round can take several times the slowest
+    # reply its own run measured so far. min-nodes is every sampled device here, so a timeout could only fail
+    # the run; a floor of 60 s costs nothing when every device answers and keeps a load spike from failing it.
+    base = FlConfig(num_server_rounds=rounds, fraction_train=a["fraction"], min_nodes=sampled,
+                    timeout_margin=a["timeout_margin"], timeout_floor=60.0, local_epochs=a["local_epochs"],
                     lr=a["lr"], batch_size=a["batch_size"], proximal_mu=a["proximal_mu"], server_lr=a["server_lr"],
                     hidden=a["hidden"], seed=ctx.seed, test_path=str(test_path),
                     evaluate_every=0 if a["device_eval"] else -1)
@@ -84,7 +101,6 @@ def run(ctx) -> dict:
     settings = {f"{strategy}/{data}": replace(base, strategy=strategy, partition_set=sets[data])
                 for strategy, data in runs}
 
-    from cloud.stack.local import superlink_tls_files
 
     existing = superlink_tls_files(ctx.settings)  # certificates from `make certs` turn TLS on
     ca = _use_tls(ctx) if a["tls"] else (existing.ca if existing else None)
@@ -95,17 +111,21 @@ def run(ctx) -> dict:
         with federation:
             ctx.console.print(f"{devices} SuperNodes online, pids {federation.pids()}; "
                               f"logs in {federation.work_dir / 'logs'}")
+            # Every round's replies are a milestone; all runs share one cap, however slow the machine.
+            milestones = Milestones(a["cap_s"], progress=ctx.console.print, progress_every_s=10)
             ctx.step(f"4. {len(settings)} federated runs side by side, {rounds} rounds each: {', '.join(settings)}")
             results = federation.run_many(
                 {name: (config, ctx.run.path / "runs" / name) for name, config in settings.items()},
-                timeout=900, on_round=lambda name, entry: ctx.console.print(round_line(name, entry, rounds)))
+                milestones=milestones, on_round=lambda name, entry: ctx.console.print(round_line(name, entry, rounds)))
             dropout = None
             if a["dropout"]:
                 ctx.step(f"5. Drop a device: kill SuperNode {devices - 1} in round {a['drop_round']}, restart it after")
                 plan = NodeDropout(federation, devices - 1, a["drop_round"], console=ctx.console)
+                # Alone on the SuperNodes: the round with the killed node waits the measured timeout, then goes on.
                 drop_config = replace(base, **{"partition_set": "iid", "min_nodes": min(sampled, devices - 1),
-                                                "round_timeout": a["round_timeout"], "evaluate_every": -1})
-                dropout = federation.run(drop_config, ctx.run.path / "runs" / "dropout", timeout=600, during=plan,
+                                                "timeout_floor": a["timeout_floor"], "evaluate_every": -1})
+                dropout = federation.run(drop_config, ctx.run.path / "runs" / "dropout", during=plan,
+                                         milestones=milestones, label="dropout run: ",
                                          on_round=lambda entry: ctx.console.print(round_line("fedavg/iid+drop", entry,
                                                                                              rounds)))
                 results["fedavg/iid+drop"] = dropout
@@ -135,11 +155,13 @@ def run(ctx) -> dict:
         "bytes_per_round": {n: s["bytes_per_round"] for n, s in summaries.items()},
         "bundle": bundle.name, "bundle_verified": verified, "device_accuracy": device_accuracy,
         "stack_pids": stack.pids, "supernode_pids": supernode_pids, "tls": bool(a["tls"]),
+        "milestones": [[name, seconds] for name, seconds in milestones.reached],  # (milestone, s since step 4)
     }
     if dropout is not None:
         metrics["dropout"] = {
             "partitions_per_round": {r["round"]: sorted(t["partition_id"] for t in r["train"]) for r in dropout.rounds},
             "dropped_rounds": [r["round"] for r in dropout.rounds if r["dropouts"]],
+            "timeouts_s": {r["round"]: r["waiting"]["train"]["timeout_s"] for r in dropout.rounds},
             "final_accuracy": dropout.rounds[-1]["central"]["accuracy"],
         }
     return metrics
@@ -147,8 +169,6 @@ def run(ctx) -> dict:
 
 def _use_tls(ctx):
     """Turn TLS on for this lab's SuperLink: certificates from CERTS_DIR, or new ones in the run folder."""
-    from cloud.stack.certs import CertPaths, make_certs
-
     paths = CertPaths(ctx.settings.certs_dir)
     if not paths.complete():
         paths = make_certs(ctx.run.path / "certs", console=ctx.console)
@@ -159,8 +179,6 @@ def _use_tls(ctx):
 
 def _next_version(ctx) -> int:
     """One more than the newest published digits-fedavg-mlp bundle."""
-    from cloud.ml.publish import bundles_dir
-
     found = [int(p.name.split("@")[1]) for p in bundles_dir(ctx.settings.artifacts_dir).glob("digits-fedavg-mlp@*")
              if p.name.split("@")[1].isdigit()]
     return max(found, default=0) + 1
@@ -168,10 +186,6 @@ def _next_version(ctx) -> int:
 
 def _verify_on_devices(ctx, bundle, data_dir, devices: int) -> tuple[bool, list[float]]:
     """Verify the bundle the way a device does (`edge verify`), then score it on each device's held-out data."""
-    from edge.serving.bundle import load_bundle
-    from edge.serving.keys import load_public_key
-    from edge.serving.runners import open_runner
-
     key = bundle.parent / "public_key.pem"
     done = subprocess.run([sys.executable, "-m", "edge.cli", "verify", "--bundle", str(bundle), "--key", str(key)],
                           capture_output=True, text=True, timeout=60)

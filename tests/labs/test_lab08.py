@@ -32,6 +32,11 @@ def test_lab08_federates_iid_better_than_non_iid_deploys_a_verified_bundle_and_l
     assert metrics["bytes_per_round"]["fedavg/iid"] == 3 * 2 * ((64 * 32 + 32 + 32 * 10 + 10) * 4 + 4 * 128)
     assert metrics["bundle_verified"] is True
     assert min(metrics["device_accuracy"]) > 0.85
+    # Milestones, not stopwatches: every round's replies arrived in every run, in order, then the runs finished
+    names = [name for name, _ in metrics["milestones"]]
+    assert names == ["round 1's replies", "round 2's replies", "round 3's replies", "runs finished"]
+    seconds = [t for _, t in metrics["milestones"]]
+    assert seconds == sorted(seconds) and seconds[0] > 0
     assert (run_path / "accuracy_per_round.png").exists() and (run_path / "class_histograms.png").exists()
     pids = metrics["stack_pids"] + metrics["supernode_pids"]
     assert len(metrics["supernode_pids"]) == 3

@@ -27,6 +27,11 @@ def test_lab11_private_fl_accuracy_budgets_refusal_and_he_equals_plain(run_setti
     assert metrics["refusals"]["plain"] == "" and metrics["refusals"]["he"] == ""
     # Ciphertexts cost bytes: HE rounds carry over 10x the plaintext bytes
     assert metrics["bytes_per_round"]["he"] > 10 * metrics["bytes_per_round"]["plain"]
+    # Milestones, not stopwatches: both rounds' replies arrived in all four runs, in order, then the runs finished
+    names = [name for name, _ in metrics["milestones"]]
+    assert names == ["round 1's replies", "round 2's replies", "runs finished"]
+    seconds = [t for _, t in metrics["milestones"]]
+    assert seconds == sorted(seconds) and seconds[0] > 0
     assert (run_path / "private_fl.png").exists()
     pids = metrics["stack_pids"] + metrics["supernode_pids"]
     assert len(metrics["supernode_pids"]) == 3
