@@ -13,12 +13,13 @@ RUNTIME ?= auto
 QUICK ?=
 ARGS ?=
 PYTEST_ARGS ?=
+HOGS ?= 2
 export RUNTIME
 # The venv's bin must be on PATH: the SuperLink starts flower-superexec from there.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-unit test-integration test-labs up down status logs doctor \
+.PHONY: help install test test-unit test-integration test-labs test-under-load up down status logs doctor \
 	bench bench-edge bench-stream bench-fl bench-privacy certs clean lab-%
 
 help: ## List every target with one line each
@@ -51,6 +52,9 @@ test-integration: $(STAMP) ## Run only the integration tier (real broker, SuperL
 
 test-labs: $(STAMP) ## Run every lab in quick mode and check its numbers
 	$(PY) -m pytest -m labs $(PYTEST_ARGS)
+
+test-under-load: $(STAMP) ## Run the integration and lab tiers beside N busy processes (HOGS=2)
+	$(PY) -m pytest -m "integration or labs" --cpu-hog $(HOGS) $(PYTEST_ARGS)
 
 up: $(STAMP) ## Start the stack (local processes, or compose where Docker answers)
 	$(PY) -m cloud.cli up --runtime $(RUNTIME)

@@ -1,8 +1,9 @@
-"""Test tiers: a test's folder (unit/, integration/, labs/) gives its marker."""
+"""Test tiers: a test's folder (unit/, integration/, labs/) gives its marker; --cpu-hog N runs the suite under load."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -17,6 +18,65 @@ except ImportError:  # the edge-only install has no tenseal
 
 ROOT = Path(__file__).resolve().parent.parent
 TIERS = ("unit", "integration", "labs")
+HOGS = pytest.StashKey[list]()
+# A busy loop that also ends by itself once the pytest that started it is gone (killed with SIGKILL, say):
+# argv is ["-c", "cpu-hog", PARENT_PID], so `ps` shows what it is.
+HOG = "import os, sys\nparent = int(sys.argv[2])\nwhile os.getppid() == parent:\n    sum(range(20_000))\n"
+
+
+def pytest_addoption(parser):
+    """--cpu-hog N: N busy processes beside the suite, a busy laptop or a slow Raspberry Pi in miniature."""
+    parser.addoption("--cpu-hog", type=int, default=0, metavar="N",
+                     help="start N busy-loop processes for the whole session and stop them at its end "
+                          "(make test-under-load)")
+
+
+def start_hogs(count: int) -> list[subprocess.Popen]:
+    """Start count busy-loop processes, each in its own session so a Ctrl-C reaches pytest, which stops them."""
+    return [subprocess.Popen([sys.executable, "-c", HOG, "cpu-hog", str(os.getpid())], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            for _ in range(count)]
+
+
+def stop_hogs(hogs: list[subprocess.Popen]) -> None:
+    """Terminate the busy processes and reap them (kill any that ignore SIGTERM)."""
+    for hog in hogs:
+        hog.terminate()
+    for hog in hogs:
+        try:
+            hog.wait(5)
+        except subprocess.TimeoutExpired:
+            hog.kill()
+            hog.wait()
+
+
+def pytest_configure(config):
+    """Start the --cpu-hog processes before the first test is collected."""
+    count = config.getoption("cpu_hog")
+    if count < 0:
+        raise pytest.UsageError(f"--cpu-hog {count}: expected 0 or more busy processes")
+    config.stash[HOGS] = start_hogs(count) if count else []
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session):
+    """Say in one line how many busy processes run beside the suite (shown with -q too)."""
+    hogs = session.config.stash.get(HOGS, [])
+    if not hogs:
+        return
+    line = (f"cpu-hog: {len(hogs)} busy process{'es' if len(hogs) > 1 else ''} beside the suite on "
+            f"{os.cpu_count()} cores (pids {', '.join(str(h.pid) for h in hogs)})")
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(line)
+    else:
+        print(line, file=sys.stderr, flush=True)
+
+
+def pytest_unconfigure(config):
+    """Stop the --cpu-hog processes: after the last test, after a Ctrl-C, after a usage error."""
+    stop_hogs(config.stash.get(HOGS, []))
+    config.stash[HOGS] = []
 
 
 def pytest_collection_modifyitems(config, items):

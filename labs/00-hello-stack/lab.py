@@ -6,7 +6,12 @@ import json
 import time
 import uuid
 
+from cloud.settings import split_host_port
+from cloud.stack.broker import committed_offsets, create_topics
+from cloud.stack.local import superlink_healthy, superlink_tls_files
 from edge.wire.kafka import consumer_config, producer_config
+
+# Imported inside the functions that use them, to keep this module quick to import: kafka.
 
 TITLE = "Hello, stack: a real broker and a real SuperLink"
 DEFAULTS = {"events": 1000, "partitions": 3, "seed": 0, "timeout": 60.0}
@@ -50,10 +55,6 @@ def consume_events(bootstrap: str, topic: str, group: str, count: int,
 
 def run(ctx) -> dict:
     """Start the stack, send and receive events, ping the SuperLink, stop everything."""
-    from cloud.settings import split_host_port
-    from cloud.stack.broker import committed_offsets, create_topics
-    from cloud.stack.local import superlink_healthy, superlink_tls_files
-
     n = ctx.args["events"]
     topic, group = "hello", f"hello-{uuid.uuid4().hex[:8]}"
     with ctx.stack() as stack:

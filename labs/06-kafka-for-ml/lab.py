@@ -6,35 +6,67 @@ import threading
 import time
 import uuid
 
+from cloud.labkit.milestones import Milestones
+from cloud.stack.broker import committed_offsets, create_topics
+from cloud.streaming.processor import ProcessorService, read_dead_letter
+from edge.streaming.kafka_sink import KafkaSink
+from edge.wire.events import PredictionEvent
+from edge.wire.kafka import consumer_config, producer_config
+from edge.wire.topics import DEAD_LETTER, PREDICTIONS, TOPICS
+
 TITLE = "Kafka for ML: partitions, keys, groups, offsets and dead letters"
-DEFAULTS = {"events": 600, "devices": 3, "partitions": 3, "crash_after": 100, "seed": 0}
+DEFAULTS = {
+    "events": 600, "devices": 3, "partitions": 3, "crash_after": 100, "seed": 0,
+    "cap": 180.0,  # seconds the six experiments may take; past it the lab names the read that did not finish
+}
 QUICK = {"events": 300}
+# A group join or rebalance has its own deadline inside the cap: the kit's consumers time out a silent member after
+# 10 s (session_timeout_ms) and Tansu holds a new group's first join for about 5 s (max_poll_interval_ms); 30 s
+# leaves room for a busy machine, and a join that takes longer is broken rather than slow.
+JOIN_DEADLINE_S = 30.0
+
+
+def read_all(consumer, want: int, what: str, milestones: Milestones) -> list:
+    """Poll until want records have arrived, as the milestone ``what``; past the cap MilestoneMissed names it."""
+    got: list = []
+
+    def arrived() -> bool:
+        """Poll once; true once want records are in."""
+        for batch in consumer.poll(timeout_ms=200).values():
+            got.extend(batch)
+        return len(got) >= want
+
+    milestones.wait(what, arrived, status=lambda: f"{len(got)} of {want} records")
+    return got
+
+
+def within(deadline_s: float, what: str):
+    """A ``failed`` check for Milestones.wait: the reason to give up once deadline_s have passed since this call."""
+    began = time.monotonic()
+    return lambda: (f"{what} takes under {deadline_s:.0f} s, even on a busy machine"
+                    if time.monotonic() - began > deadline_s else None)
+
+
+def broker_log(ctx, stack) -> str:
+    """Where to read the broker's log for this run's stack."""
+    if stack.runtime == "docker":
+        return "`docker compose logs broker`"
+    if stack.runtime == "external":
+        return "the log of the broker at " + stack.bootstrap_servers
+    return str((ctx.settings.stack_dir if stack.reused else ctx.run.path / "stack") / "logs" / "broker.log")
 
 
 def run(ctx) -> dict:
-    """Six small experiments against a real broker, each printing what happened."""
-    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
-
-    from cloud.stack.broker import committed_offsets, create_topics
-    from cloud.streaming.processor import ProcessorService, read_dead_letter
-    from edge.streaming.kafka_sink import KafkaSink
-    from edge.wire.events import PredictionEvent
-    from edge.wire.kafka import consumer_config, producer_config
-    from edge.wire.topics import DEAD_LETTER, PREDICTIONS, TOPICS
+    """Six small experiments against a real broker, each read and group join a milestone under one cap."""
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # kafka inside: lab modules import quickly
 
     n, parts, devices = ctx.args["events"], ctx.args["partitions"], ctx.args["devices"]
     topic = f"lab06-readings-{uuid.uuid4().hex[:6]}"
     results: dict = {}
     with ctx.stack(services=("broker",)) as stack:
         bootstrap = stack.bootstrap_servers
-
-        def read_all(consumer, want: int, timeout: float = 20.0) -> list:
-            """Poll until want records or timeout."""
-            got, deadline = [], time.monotonic() + timeout
-            while len(got) < want and time.monotonic() < deadline:
-                for batch in consumer.poll(timeout_ms=200).values():
-                    got += batch
-            return got
+        milestones = Milestones(ctx.args["cap"], progress=lambda line: ctx.console.print(line, highlight=False),
+                                interval_s=0.05)
 
         ctx.step("1. a topic is split into partitions")
         create_topics(bootstrap, {topic: parts})
@@ -49,7 +81,7 @@ def run(ctx) -> dict:
         producer.flush()
         reader = KafkaConsumer(**consumer_config(bootstrap, None))
         reader.assign([TopicPartition(topic, p) for p in range(parts)])
-        records = read_all(reader, n)
+        records = read_all(reader, n, f"{n} keyed records read back", milestones)
         reader.close()
         placement: dict[str, set[int]] = {}
         in_order = True
@@ -60,7 +92,8 @@ def run(ctx) -> dict:
             in_order &= int(seq) > last.get(device, -1)
             last[device] = int(seq)
         ctx.table("where each device's events went", ["device", "partitions", "events"],
-                  [(d, sorted(p), sum(1 for r in records if r.key.decode() == d)) for d, p in sorted(placement.items())])
+                  [(d, sorted(p), sum(1 for r in records if r.key.decode() == d))
+                   for d, p in sorted(placement.items())])
         ctx.console.print(f"each device on one partition: {all(len(p) == 1 for p in placement.values())}; "
                           f"per-device order kept: {in_order}")
         results.update(keyed_single_partition=all(len(p) == 1 for p in placement.values()), in_order=in_order)
@@ -80,23 +113,35 @@ def run(ctx) -> dict:
             finally:
                 consumer.close()  # leaving the group makes the broker rebalance at once
 
+        def held() -> str:
+            """What each member holds now, for the progress line."""
+            return ", ".join(f"{name} holds {assignments.get(name, [])}" for name in ("A", "B"))
+
         stop_a = threading.Event()
         threads = [threading.Thread(target=member, args=(name, ev)) for name, ev in (("A", stop_a), ("B", stop_b))]
         for t in threads:
             t.start()
-        from cloud.stack.procs import wait_until
-
-        split_s = wait_until(lambda: len(assignments.get("A", [])) + len(assignments.get("B", [])) == parts
-                             and assignments.get("A") and assignments.get("B"), "two members sharing", 30)
-        split = dict(assignments)
-        ctx.console.print(f"after {split_s:.1f} s: member A holds {split['A']}, member B holds {split['B']}")
-        stop_b.set()
-        threads[1].join()
-        takeover_s = wait_until(lambda: len(assignments.get("A", [])) == parts, "A takes over", 30)
-        ctx.console.print(f"B left; {takeover_s:.1f} s later A holds {assignments['A']}")
-        stop_a.set()
-        threads[0].join()
-        results.update(split=split, takeover_s=round(takeover_s, 2))
+        try:
+            split_s = milestones.wait(
+                f"members A and B share the {parts} partitions",
+                lambda: sorted(assignments.get("A", []) + assignments.get("B", [])) == list(range(parts))
+                and bool(assignments.get("A")) and bool(assignments.get("B")),
+                log=broker_log(ctx, stack), status=held, failed=within(JOIN_DEADLINE_S, "joining a group"))
+            split = dict(assignments)
+            ctx.console.print(f"after {split_s:.1f} s: member A holds {split['A']}, member B holds {split['B']}")
+            stop_b.set()
+            threads[1].join()
+            takeover_s = milestones.wait(
+                f"member A holds all {parts} partitions after B left",
+                lambda: assignments.get("A") == list(range(parts)),
+                log=broker_log(ctx, stack), status=held, failed=within(JOIN_DEADLINE_S, "a rebalance"))
+            ctx.console.print(f"B left; {takeover_s:.1f} s later A holds {assignments['A']}")
+        finally:
+            stop_a.set()
+            stop_b.set()
+            for t in threads:
+                t.join()
+        results.update(split=split, takeover=assignments["A"], takeover_s=round(takeover_s, 2))
 
         ctx.step("4. offsets: commit after the work (at-least-once) or before it (at-most-once)")
         crash = ctx.args["crash_after"]
@@ -107,9 +152,7 @@ def run(ctx) -> dict:
             tps = [TopicPartition(topic, p) for p in range(parts)]
             first = KafkaConsumer(**consumer_config(bootstrap, g, max_poll_records=crash))
             first.assign(tps)
-            batch = [r for rs in first.poll(timeout_ms=3000).values() for r in rs]
-            if not batch:
-                batch = read_all(first, 1)
+            batch = read_all(first, 1, f"{mode}: a first batch (at most {crash})", milestones)
             if mode == "at-most-once":
                 first.commit()  # commit first...
                 done += [r.value for r in batch[: len(batch) // 2]]  # ...then crash halfway through the work
@@ -118,14 +161,17 @@ def run(ctx) -> dict:
             first.close(autocommit=False)
             second = KafkaConsumer(**consumer_config(bootstrap, g))
             second.assign(tps)
-            rest = read_all(second, n - (len(batch) if mode == "at-most-once" else 0), timeout=10)
+            rest = read_all(second, n - (len(batch) if mode == "at-most-once" else 0),
+                            f"{mode}: the rest read after the crash", milestones)
             done += [r.value for r in rest]
             second.commit()
             second.close()
-            guarantees[mode] = {"processed": len(done), "distinct": len(set(done)), "lost": n - len(set(done)),
-                                "duplicates": len(done) - len(set(done))}
-        ctx.table("a crash in the middle of a batch", ["mode", "processed", "distinct", "lost", "duplicates"],
-                  [(m, v["processed"], v["distinct"], v["lost"], v["duplicates"]) for m, v in guarantees.items()])
+            guarantees[mode] = {"first_batch": len(batch), "processed": len(done), "distinct": len(set(done)),
+                                "lost": n - len(set(done)), "duplicates": len(done) - len(set(done))}
+        ctx.table("a crash in the middle of a batch", ["mode", "first batch", "processed", "distinct", "lost",
+                                                       "duplicates"],
+                  [(m, v["first_batch"], v["processed"], v["distinct"], v["lost"], v["duplicates"])
+                   for m, v in guarantees.items()])
         results["guarantees"] = guarantees
 
         ctx.step("5. the dead-letter topic: bad events are set aside with the reason; the consumer carries on")
@@ -134,23 +180,28 @@ def run(ctx) -> dict:
                                    name="lab06", log=lambda line: None)
         worker = threading.Thread(target=service.run)
         worker.start()
-        sink = KafkaSink(bootstrap, "cam-bad", log=lambda line: None)
-        sink.enqueue(PREDICTIONS, b'{"kind": "prediction", "schema_version": 1}')  # the kit's producer, bad event
-        sink.close()
-        plain = KafkaProducer(bootstrap_servers=bootstrap)  # a plain client, no kit settings
-        plain.send(PREDICTIONS, b"temperature=21.5")
-        plain.send(PREDICTIONS, b"{" * 70_000)
-        good = PredictionEvent(device_id="cam-ok", seq=0, model="m@1", predicted=1, confidence=0.9,
-                               true_label=1, latency_us=10.0)
-        plain.send(PREDICTIONS, good.to_bytes())
-        plain.flush()
-        plain.close()
-        dl = KafkaConsumer(**consumer_config(bootstrap, None))
-        dl.assign([TopicPartition(DEAD_LETTER, 0)])
-        letters = [read_dead_letter(r) for r in read_all(dl, 3, timeout=20)]
-        dl.close()
-        service.stop.set()
-        worker.join()
+        try:
+            sink = KafkaSink(bootstrap, "cam-bad", log=lambda line: None)
+            sink.enqueue(PREDICTIONS, b'{"kind": "prediction", "schema_version": 1}')  # the kit's producer, bad event
+            sink.close()
+            plain = KafkaProducer(bootstrap_servers=bootstrap)  # a plain client, no kit settings
+            plain.send(PREDICTIONS, b"temperature=21.5")
+            plain.send(PREDICTIONS, b"{" * 70_000)
+            good = PredictionEvent(device_id="cam-ok", seq=0, model="m@1", predicted=1, confidence=0.9,
+                                   true_label=1, latency_us=10.0)
+            plain.send(PREDICTIONS, good.to_bytes())
+            plain.flush()
+            plain.close()
+            dl = KafkaConsumer(**consumer_config(bootstrap, None))
+            dl.assign([TopicPartition(DEAD_LETTER, 0)])
+            letters = [read_dead_letter(r) for r in read_all(dl, 3, "3 dead letters read back", milestones)]
+            dl.close()
+            milestones.wait("the good event after them processed",
+                            lambda: service.logic.processed.get("prediction", 0) >= 1,
+                            failed=lambda: None if worker.is_alive() else "the processor thread stopped")
+        finally:
+            service.stop.set()
+            worker.join()
         ctx.table("dead letters", ["from", "bytes", "reason"],
                   [(f"{d['topic']}[{d['partition']}]@{d['offset']}", len(d["value"]), d["reason"][:70])
                    for d in letters])
@@ -163,10 +214,12 @@ def run(ctx) -> dict:
             name = f"lab06-{g}-{uuid.uuid4().hex[:4]}"
             c = KafkaConsumer(**consumer_config(bootstrap, name))
             c.assign([TopicPartition(topic, p) for p in range(parts)])
-            counts[g] = len(read_all(c, n))
+            counts[g] = len(read_all(c, n, f"{g}: {n} records read", milestones))
             c.commit()
             c.close()
             counts[g + " committed"] = sum(committed_offsets(bootstrap, name, topic).values())
         ctx.table("the same events, twice", ["group", "events read / offsets committed"], list(counts.items()))
         results["two_groups"] = counts
+        results["milestones"] = [name for name, _ in milestones.reached]
+        results["milestone_s"] = dict(milestones.reached)  # reported, not a promise: a busy machine takes longer
     return results

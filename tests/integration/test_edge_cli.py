@@ -7,7 +7,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 
 from cloud.stack.procs import free_port, start_process, stop_pid, wait_until
 from edge.serving.device import ControlFolder
@@ -55,7 +54,8 @@ def test_running_device_process_swaps_on_request_and_stops_on_sigterm(edge_artif
         # Execute: swap to TFLite int8 while it runs
         control.request_swap(bundles["tflite-int8"])
         wait_until(lambda: len(control.events()) == 1, "swap event", 10, proc, log)
-        time.sleep(0.2)
+        wait_until(lambda: out.read_text().count("digits-cnn-tflite-int8@1") >= 50, "50 predictions on the new model",
+                   30, proc, log)
     finally:
         stop_pid(proc.pid)
     # Assert: stopped cleanly with a summary; versions in order, no index lost or repeated
@@ -65,6 +65,7 @@ def test_running_device_process_swaps_on_request_and_stops_on_sigterm(edge_artif
     models = [r["model"] for r in rows]
     switch = models.index("digits-cnn-tflite-int8@1")
     assert set(models[:switch]) == {"digits-cnn-onnx-fp32@1"} and set(models[switch:]) == {"digits-cnn-tflite-int8@1"}
+    assert len(models) - switch >= 50
     assert control.events()[0]["accepted"] is True
     assert "stopped after" in log.read_text()
 
@@ -74,8 +75,9 @@ def test_edge_bench_reports_latency_throughput_and_accuracy(edge_artifacts):
                 "--seconds", "0.2", "--json")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
-    assert 0 < result["p50_us"] <= result["p99_us"] < 100_000
-    assert result["batch_per_s"] > 1_000 and result["accuracy"] >= 0.85
+    # Latency and throughput are reported, not asserted as speed targets: a busy or slow machine is slower
+    assert 0 < result["p50_us"] <= result["p99_us"]
+    assert result["batch_per_s"] > 0 and result["batch"] == 256 and result["accuracy"] >= 0.85
     assert result["bundle"] == "digits-cnn-tflite-fp32@1" and result["threads"] == 1
 
 

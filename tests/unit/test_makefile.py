@@ -16,7 +16,7 @@ def make(*args: str) -> str:
 def test_help_lists_every_target_with_a_line():
     targets = set(re.findall(r"^([a-z0-9%-]+):.*## ", (ROOT / "Makefile").read_text(), re.M))
     listed = set(re.findall(r"make (\S+)", make("help")))
-    assert {"lab-%", "test", "up", "down", "logs", "doctor", "bench", "certs"} <= targets
+    assert {"lab-%", "test", "test-under-load", "up", "down", "logs", "doctor", "bench", "certs"} <= targets
     assert targets <= listed
 
 
@@ -28,3 +28,8 @@ def test_lab_target_passes_quick_runtime_and_args():
 def test_quick_zero_means_full_mode():
     dry = make("-n", "lab-07", "QUICK=0")
     assert "--quick" not in dry
+
+
+def test_under_load_runs_the_integration_and_lab_tiers_beside_two_hogs_by_default():
+    assert '-m pytest -m "integration or labs" --cpu-hog 2' in make("-n", "test-under-load")
+    assert "--cpu-hog 4 -x" in make("-n", "test-under-load", "HOGS=4", "PYTEST_ARGS=-x")
