@@ -15,11 +15,15 @@ ARGS ?=
 PYTEST_ARGS ?=
 HOGS ?= 2
 export RUNTIME
+# Containers write bind-mounted files as you (docker-compose.yml reads KIT_UID and KIT_GID).
+KIT_UID ?= $(shell id -u)
+KIT_GID ?= $(shell id -g)
+export KIT_UID KIT_GID
 # The venv's bin must be on PATH: the SuperLink starts flower-superexec from there.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-unit test-integration test-labs test-under-load up down status logs doctor \
+.PHONY: help install test test-unit test-integration test-labs test-under-load test-containers up down status logs doctor \
 	bench bench-edge bench-stream bench-fl bench-privacy certs clean lab-%
 
 help: ## List every target with one line each
@@ -52,6 +56,9 @@ test-integration: $(STAMP) ## Run only the integration tier (real broker, SuperL
 
 test-labs: $(STAMP) ## Run every lab in quick mode and check its numbers
 	$(PY) -m pytest -m labs $(PYTEST_ARGS)
+
+test-containers: $(STAMP) ## Run the container tier: images, the compose stack, labs with RUNTIME=docker
+	$(PY) -m pytest -m containers --containers $(PYTEST_ARGS)
 
 test-under-load: $(STAMP) ## Run the integration and lab tiers beside N busy processes (HOGS=2)
 	$(PY) -m pytest -m "integration or labs" --cpu-hog $(HOGS) $(PYTEST_ARGS)

@@ -60,6 +60,11 @@ class StackSettings(BaseSettings):
         "for the processor and the drift responder",
     )
 
+    compose_overlays: str = Field(
+        "", description="COMPOSE_OVERLAYS: more compose files for RUNTIME=docker, separated by ':' "
+        "(after docker-compose.yml; a site's own overrides, or the container tests' stand-ins)",
+    )
+
     def superlink(self) -> tuple[str, int]:
         """The SuperLink as (host, port)."""
         return split_host_port(self.superlink_address)

@@ -1,4 +1,5 @@
-"""Test tiers: a test's folder (unit/, integration/, labs/) gives its marker; --cpu-hog N runs the suite under load."""
+"""Test tiers: a test's folder (unit/, integration/, labs/, containers/) gives its marker; --cpu-hog N runs the suite
+under load; --containers runs the container tier (tests marked ``containers``: the labs with RUNTIME=docker too)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ except ImportError:  # the edge-only install has no tenseal
     pass
 
 ROOT = Path(__file__).resolve().parent.parent
-TIERS = ("unit", "integration", "labs")
+TIERS = ("unit", "integration", "labs", "containers")
 HOGS = pytest.StashKey[list]()
 # A busy loop that also ends by itself once the pytest that started it is gone (killed with SIGKILL, say):
 # argv is ["-c", "cpu-hog", PARENT_PID], so `ps` shows what it is.
@@ -25,6 +26,8 @@ HOG = "import os, sys\nparent = int(sys.argv[2])\nwhile os.getppid() == parent:\
 
 
 def pytest_addoption(parser):
+    parser.addoption("--containers", action="store_true",
+                     help="run the container tier (`make test-containers`): real images, compose, RUNTIME=docker")
     """--cpu-hog N: N busy processes beside the suite, a busy laptop or a slow Raspberry Pi in miniature."""
     parser.addoption("--cpu-hog", type=int, default=0, metavar="N",
                      help="start N busy-loop processes for the whole session and stop them at its end "
@@ -89,6 +92,10 @@ def pytest_collection_modifyitems(config, items):
         parts = path.relative_to(ROOT / "tests").parts
         if parts and parts[0] in TIERS:
             item.add_marker(getattr(pytest.mark, parts[0]))
+    skip = pytest.mark.skip(reason="the container tier runs with `make test-containers` (--containers)")
+    for item in items:
+        if item.get_closest_marker("containers") and not config.getoption("containers"):
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")
@@ -123,3 +130,48 @@ def run_settings(tmp_path, monkeypatch):
         superlink_address=f"127.0.0.1:{free_port()}",
         runtime="local",
     )
+
+
+@pytest.fixture(scope="session")
+def container_stack(tmp_path_factory):
+    """An engine, Compose v2 and the kit's images (stand-in bases where no registry answers); stopped at the end.
+
+    Selects the images through the environment compose reads (PYTHON_IMAGE, SUPERLINK_IMAGE, KAFKA_IMAGE,
+    COMPOSE_OVERLAYS) and yields what it built: {"standins": bool, "build_s": {...}, "size_mb": {...}}.
+    """
+    from containers import engine as tier
+
+    work = tmp_path_factory.mktemp("engine")
+    engine = tier.start_engine(work)
+    try:
+        tier.ensure_compose(engine, work)
+        tier.copy_host_ca(engine)
+        selected = {}
+        standins = not tier.registry_answers(tier.OFFICIAL["PYTHON_IMAGE"])
+        if standins:
+            selected.update(tier.build_standins(work))
+        wheels = tier.local_torch_wheels()
+        if wheels is not None:
+            selected.update(tier.serve_torch_wheel(engine, wheels))
+        os.environ.update(selected)
+        build_s = tier.build_kit_images(selected)
+        size_mb = {name: tier.image_size_mb(f"edge-cloud-kit/{name}:dev") for name in ("edge", "cloud")}
+        print(f"\ncontainer tier: engine {'started' if engine.started else 'found'}, "
+              f"{'stand-in' if standins else 'official'} base images, builds {build_s} s, sizes {size_mb} MB")
+        yield {"standins": standins, "build_s": build_s, "size_mb": size_mb, "engine_started": engine.started}
+    finally:
+        subprocess.run(["docker", "compose", "-p", "edge-cloud-kit", "down", "--volumes", "--remove-orphans"],
+                       capture_output=True, cwd=ROOT)
+        engine.stop()
+
+
+@pytest.fixture(params=["local", pytest.param("docker", marks=pytest.mark.containers)])
+def lab_settings(request, tmp_path):
+    """Settings for a lab test, once per runtime: local processes on free ports, or the compose stack."""
+    if request.param == "local":
+        return request.getfixturevalue("run_settings")
+    from cloud.settings import StackSettings
+
+    request.getfixturevalue("container_stack")
+    return StackSettings(runs_dir=tmp_path / "runs", stack_dir=tmp_path / "stack", artifacts_dir=tmp_path / "artifacts",
+                         certs_dir=tmp_path / "certs", runtime="docker", superlink_tls=False)

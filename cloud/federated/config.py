@@ -24,7 +24,7 @@ class FlConfig:
     strategy: str = "fedavg"  # a key of cloud.federated.strategies.STRATEGIES (checked by make_strategy)
     fraction_train: float = 1.0
     min_nodes: int = 2
-    round_timeout: float = 120.0  # the cap: the first round waits up to this, later rounds never longer
+    round_timeout: float = 120.0  # the first round waits up to this; later ones margin x the slowest reply
     timeout_margin: float = 3.0  # later rounds wait this many times the slowest reply measured so far ...
     timeout_floor: float = 10.0  # ... but never less than this (cloud.federated.timeouts.RoundTimeouts)
     poll_interval: float = 0.2

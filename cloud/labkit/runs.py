@@ -28,7 +28,7 @@ class RunFolder:
             n += 1
             path = base / f"{stamp}-{n}"
         path.mkdir(parents=True)
-        return cls(path=path)
+        return cls(path=path.resolve())  # absolute: services in containers see the same path
 
     def save_plot(self, figure, name: str) -> Path:
         """Save a matplotlib figure as PNG in the run folder and close it."""

@@ -16,8 +16,8 @@ from cloud.stack.lan import lan_address
 COMPOSE_FILE = KIT_ROOT / "docker-compose.yml"
 OVERLAY_DIR = KIT_ROOT / "compose"
 VERSIONS_FILE = KIT_ROOT / "versions.env"
-# Compose service names for the stack's services.
-COMPOSE_SERVICES = {"broker": "kafka", "superlink": "superlink"}
+# Compose services for each of the stack's services: the SuperLink comes with the SuperExec that runs ServerApps.
+COMPOSE_SERVICES = {"broker": ["kafka"], "superlink": ["superlink", "serverapp"]}
 
 
 def docker_engine_available(timeout_s: float = 5.0) -> bool:
@@ -32,8 +32,8 @@ def docker_engine_available(timeout_s: float = 5.0) -> bool:
     return done.returncode == 0 and bool(done.stdout.strip())
 
 
-def compose_files(overlays: Sequence[str] = ()) -> list[Path]:
-    """The base compose file plus named overlays from compose/ (e.g. 'gpu', 'lab-07')."""
+def compose_files(overlays: Sequence[str] = (), extra: str = "") -> list[Path]:
+    """The base compose file, named overlays from compose/ (e.g. 'gpu', 'lab-07'), then extra files ('a.yml:b.yml')."""
     files = [COMPOSE_FILE]
     for name in overlays:
         path = OVERLAY_DIR / f"{name}.yml"
@@ -41,15 +41,30 @@ def compose_files(overlays: Sequence[str] = ()) -> list[Path]:
             known = ", ".join(p.stem for p in sorted(OVERLAY_DIR.glob("*.yml")))
             raise FileNotFoundError(f"no compose overlay {name!r}; known: {known}")
         files.append(path)
+    for name in filter(None, extra.split(":")):
+        if not Path(name).exists():
+            raise FileNotFoundError(f"COMPOSE_OVERLAYS names {name}, which does not exist")
+        files.append(Path(name).resolve())
     return files
 
 
-def compose_command(*args: str, overlays: Sequence[str] = ()) -> list[str]:
+def compose_command(*args: str, overlays: Sequence[str] = (), extra: str = "") -> list[str]:
     """`docker compose` with versions.env and the chosen files, followed by args."""
     cmd = ["docker", "compose", "--env-file", str(VERSIONS_FILE)]
-    for path in compose_files(overlays):
+    for path in compose_files(overlays, extra):
         cmd += ["-f", str(path)]
     return cmd + list(args)
+
+
+def compose_env(settings: StackSettings) -> dict[str, str]:
+    """The environment compose reads: the LAN address Kafka advertises, your uid and gid, the runs folder."""
+    env = dict(os.environ)
+    env.setdefault("KAFKA_HOST_IP", lan_address() or "127.0.0.1")
+    if hasattr(os, "getuid"):  # Docker Desktop on Windows maps owners itself
+        env.setdefault("KIT_UID", str(os.getuid()))
+        env.setdefault("KIT_GID", str(os.getgid()))
+    env.setdefault("KIT_RUNS_DIR", str(Path(settings.runs_dir).resolve()))
+    return env
 
 
 class ComposeStack:
@@ -62,15 +77,14 @@ class ComposeStack:
 
     def _run(self, *args: str) -> None:
         """Run a compose command, failing with its output."""
-        cmd = compose_command(*args, overlays=self.overlays)
-        env = dict(os.environ)
-        env.setdefault("KAFKA_HOST_IP", lan_address() or "127.0.0.1")
+        cmd = compose_command(*args, overlays=self.overlays, extra=self.settings.compose_overlays)
+        env = compose_env(self.settings)
         self.console.print(f"$ KAFKA_HOST_IP={env['KAFKA_HOST_IP']} " + " ".join(cmd))
         subprocess.run(cmd, check=True, cwd=KIT_ROOT, env=env)
 
     def up(self, services: Sequence[str] = ("broker", "superlink")) -> None:
         """`docker compose up -d --wait` for the given services."""
-        self._run("up", "-d", "--wait", *[COMPOSE_SERVICES.get(s, s) for s in services])
+        self._run("up", "-d", "--wait", *[name for s in services for name in COMPOSE_SERVICES.get(s, [s])])
 
     def down(self) -> None:
         """`docker compose down` (named volumes are kept)."""

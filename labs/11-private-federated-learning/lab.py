@@ -75,7 +75,8 @@ def run(ctx) -> dict:
     # slow device and change the numbers the four settings are compared on. The DP and HE ClientApps start torch
     # and TenSEAL, and side by side (together=1) each round also carries the other runs' load, so later rounds may
     # take several times the slowest reply measured so far: a 60 s floor costs nothing when every device answers.
-    base = PrivateFlConfig(num_server_rounds=rounds, min_nodes=devices - 1, timeout_floor=60.0,
+    # Round 1 waits up to 300 s (not 120): four cold runs side by side on a busy 2-core machine took 80 s.
+    base = PrivateFlConfig(num_server_rounds=rounds, min_nodes=devices - 1, timeout_floor=60.0, round_timeout=300.0,
                            local_epochs=a["local_epochs"], lr=a["lr"], batch_size=a["batch_size"], hidden=a["hidden"],
                            seed=ctx.seed, test_path=str(test_path),
                            noise_multiplier=a["noise_multiplier"], max_grad_norm=a["max_grad_norm"],

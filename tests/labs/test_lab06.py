@@ -21,8 +21,8 @@ MILESTONES = [
 ]
 
 
-def test_lab06_shows_keys_groups_guarantees_and_dead_letters(run_settings):
-    metrics, _ = run_lab("06", quick=True, settings=run_settings)
+def test_lab06_shows_keys_groups_guarantees_and_dead_letters(lab_settings):
+    metrics, _ = run_lab("06", quick=True, settings=lab_settings)
 
     assert metrics["milestones"] == MILESTONES
     assert metrics["keyed_single_partition"] and metrics["in_order"]

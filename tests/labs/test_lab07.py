@@ -8,8 +8,8 @@ MILESTONES = ["drift injected", "drift detected", "update published", "every dev
               "200 labelled events per device on the update", "devices drained and stopped", "counts settled"]
 
 
-def test_lab07_detects_drift_updates_every_device_and_counts_each_event_once(run_settings):
-    metrics, run_path = run_lab("07", quick=True, settings=run_settings)
+def test_lab07_detects_drift_updates_every_device_and_counts_each_event_once(lab_settings):
+    metrics, run_path = run_lab("07", quick=True, settings=lab_settings)
 
     assert metrics["milestones"] == MILESTONES
     devices = metrics["devices"]

@@ -4,9 +4,9 @@ from cloud.labkit.runner import run_lab
 from cloud.stack.procs import pid_alive
 
 
-def test_lab11_private_fl_accuracy_budgets_refusal_and_he_equals_plain(run_settings):
+def test_lab11_private_fl_accuracy_budgets_refusal_and_he_equals_plain(lab_settings):
     # Execute: 3 devices, 2 rounds, four settings side by side on real SuperNodes
-    metrics, run_path = run_lab("11", quick=True, settings=run_settings)
+    metrics, run_path = run_lab("11", quick=True, settings=lab_settings)
 
     # Assert: accuracy (README: plain and HE >= 0.85, DP >= 0.70 on the central test split; DP+HE as DP)
     accuracy = metrics["accuracy"]

@@ -46,7 +46,10 @@ def test_every_built_service_runs_a_kit_entry_point():
     except ImportError:
         pass
     built = {name: s for name, s in compose_services().items() if "build" in s}
-    assert set(built) == {"cloud", "edge"}
+    assert set(built) == {"cloud", "edge", "serverapp"}
+    superexec = built.pop("serverapp")  # Flower's own program, installed with the kit's pinned flwr
+    assert superexec["entrypoint"] == ["flower-superexec"] and (BIN / "flower-superexec").exists()
+    assert superexec["command"][-2:] == ["--runtime-api-address", "superlink:8000"]
     for name, service in built.items():
         program = service["entrypoint"][0]
         assert program in parsers, f"{name}: entrypoint {program} is not a kit command"
@@ -57,6 +60,9 @@ def test_superlink_service_uses_the_local_stack_flags():
     plain = StackSettings(superlink_tls=False)
     local = service_specs(plain, ROOT / "runs" / "stack")["superlink"].command[1:]
     container = compose_services()["superlink"]["command"]
+    at = container.index("--isolation")  # the ServerApp runs in the `serverapp` container
+    assert container[at + 1] == "process"
+    container = container[:at] + container[at + 2:]
     strip = lambda argv: [a for a in argv if a not in ("127.0.0.1", "0.0.0.0")]  # noqa: E731
     assert strip(container) == strip(local[:-1]) + [container[-1]]
 
@@ -115,3 +121,70 @@ def test_overlay_services_run_kit_modules():
             assert "from cloud." in argv[2] or "from edge." in argv[2], f"{file}:{name}"
             checked += 1
     assert checked >= 1
+
+
+def kafka_rule_breaks(env: dict, hostname: str) -> list[str]:
+    """What in a Kafka KRaft service's environment Kafka itself would refuse (empty when nothing).
+
+    The rules are Kafka's: a cluster id is the URL-safe base64 of 16 bytes (Uuid.fromString), every
+    listener name has a security protocol, advertised listeners are listeners but not controller ones
+    (a combined broker,controller node), and the controller quorum names this node on its controller port.
+    """
+    import base64
+    import re
+
+    breaks = []
+    cluster_id = re.sub(r"^\$\{[A-Z_]+:-(.*)\}$", r"\1", str(env["CLUSTER_ID"]))
+    try:
+        raw = base64.urlsafe_b64decode(cluster_id + "==")
+    except ValueError:
+        raw = b""
+    if len(cluster_id) != 22 or len(raw) != 16 or raw == bytes(16):
+        breaks.append(f"CLUSTER_ID {cluster_id!r} is not the base64 of 16 bytes (22 characters)")
+
+    def names(value: str) -> dict[str, str]:
+        """NAME -> the rest, from 'NAME://host:port,...' or 'NAME:PROTOCOL,...'."""
+        pairs = [item.split(":", 1) for item in value.split(",") if item]
+        return {name: rest.removeprefix("//") for name, rest in pairs}
+
+    listeners = names(env["KAFKA_LISTENERS"])
+    protocols = names(env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"])
+    advertised = names(env["KAFKA_ADVERTISED_LISTENERS"])
+    controllers = set(env["KAFKA_CONTROLLER_LISTENER_NAMES"].split(","))
+    for name in set(listeners) - set(protocols):
+        breaks.append(f"listener {name} has no security protocol in the map")
+    for name in set(advertised) - set(listeners):
+        breaks.append(f"advertised listener {name} is not a listener")
+    for name in set(advertised) - set(protocols):
+        breaks.append(f"advertised listener {name} has no security protocol in the map")
+    for name in set(advertised) & controllers:
+        breaks.append(f"controller listener {name} must not be advertised by a broker")
+    if env["KAFKA_INTER_BROKER_LISTENER_NAME"] not in set(advertised) - controllers:
+        breaks.append("the inter-broker listener is not an advertised broker listener")
+    node_id = str(env["KAFKA_NODE_ID"])
+    voters = [v.split("@") for v in str(env["KAFKA_CONTROLLER_QUORUM_VOTERS"]).split(",")]
+    controller_ports = {listeners[c].rsplit(":", 1)[-1] for c in controllers if c in listeners}
+    if not any(vid == node_id and addr == f"{hostname}:{port}" for vid, addr in voters for port in controller_ports):
+        breaks.append(f"the controller quorum {voters} does not name node {node_id} at {hostname} "
+                      f"on its controller port {sorted(controller_ports)}")
+    if "controller" not in env["KAFKA_PROCESS_ROLES"]:
+        breaks.append("a single node must take the controller role")
+    return breaks
+
+
+def test_the_kafka_service_is_configured_as_kafka_requires():
+    kafka = compose_services()["kafka"]
+    assert kafka_rule_breaks(kafka["environment"], kafka["hostname"]) == []
+
+
+@pytest.mark.parametrize("change, complaint", [
+    ({"CLUSTER_ID": "edge-cloud-kit-0001"}, "CLUSTER_ID"),  # the old default: 14 bytes
+    ({"KAFKA_ADVERTISED_LISTENERS": "INTERNAL://kafka:19092,LAN://10.0.0.2:9092"}, "advertised listener LAN"),
+    ({"KAFKA_ADVERTISED_LISTENERS": "INTERNAL://kafka:19092,CONTROLLER://kafka:9093"}, "must not be advertised"),
+    ({"KAFKA_CONTROLLER_QUORUM_VOTERS": "1@kafka:9092"}, "controller quorum"),
+    ({"KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT"}, "EXTERNAL has no"),
+])
+def test_the_kafka_rules_catch_what_kafka_refuses(change, complaint):
+    kafka = compose_services()["kafka"]
+    breaks = kafka_rule_breaks({**kafka["environment"], **change}, kafka["hostname"])
+    assert any(complaint in b for b in breaks), breaks

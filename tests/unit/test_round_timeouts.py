@@ -115,9 +115,9 @@ def test_later_rounds_wait_the_margin_times_the_slowest_reply_so_far(rig):
     ([], 120.0),  # nothing measured: the cap
     ([1.5], 10.0),  # 3 x 1.5 s = 4.5 s is under the floor
     ([1.5, 5.0, 2.0], 15.0),  # 3 x the slowest, not the last
-    ([50.0], 120.0),  # 150 s would pass the cap
+    ([50.0], 150.0),  # a machine this slow gets 3 x 50 s, past the first round's cap
 ])
-def test_floor_and_cap_hold(replies_s, expected):
+def test_the_floor_holds_and_measured_waits_follow_the_machine(replies_s, expected):
     timeouts = RoundTimeouts(cap_s=120, margin=3, floor_s=10)
     for seconds in replies_s:
         timeouts.observe(seconds)
