@@ -23,7 +23,7 @@ export KIT_UID KIT_GID
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-unit test-integration test-labs test-under-load test-containers up down status logs doctor \
+.PHONY: help install test test-unit test-integration test-labs test-under-load test-containers images up down status logs doctor \
 	bench bench-edge bench-stream bench-fl bench-privacy certs clean lab-%
 
 help: ## List every target with one line each
@@ -62,6 +62,9 @@ test-containers: $(STAMP) ## Run the container tier: images, the compose stack, 
 
 test-under-load: $(STAMP) ## Run the integration and lab tiers beside N busy processes (HOGS=2)
 	$(PY) -m pytest -m "integration or labs" --cpu-hog $(HOGS) $(PYTEST_ARGS)
+
+images: ## Build the kit's cloud and edge images (docker compose build)
+	docker compose --env-file versions.env --profile lab --profile edge build
 
 up: $(STAMP) ## Start the stack (local processes, or compose where Docker answers)
 	$(PY) -m cloud.cli up --runtime $(RUNTIME)

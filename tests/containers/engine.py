@@ -66,11 +66,20 @@ def engine_answers(timeout_s: float = 10.0) -> bool:
         return False
 
 
+def apt_install(package: str) -> None:
+    """Install a Debian package (refreshing the package lists once if the first try fails)."""
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    argv = ["apt-get", "install", "-y", package]  # as verified on these machines (recommends included)
+    if run(argv, env=env, check=False).returncode != 0:
+        run(["apt-get", "update"], env=env)
+        run(argv, env=env)
+
+
 @dataclass
 class Engine:
     """The engine the tier uses; ``started`` when the tier started it (and so stops it)."""
     started: bool
-    pid: int | None = None
+    process: subprocess.Popen | None = None
     data_root: Path | None = None
     config_dir: Path | None = None
     cleanup: list[Path] = field(default_factory=list)
@@ -83,14 +92,13 @@ class Engine:
             self.http_server.wait(timeout=10)
         for path in self.cleanup:
             path.unlink(missing_ok=True)
-        if self.started and self.pid:
+        if self.started and self.process is not None:
+            self.process.terminate()  # dockerd stops its containers and its containerd, then exits
             try:
-                os.kill(self.pid, 15)
-                deadline = time.monotonic() + 60
-                while time.monotonic() < deadline and Path(f"/proc/{self.pid}").exists():
-                    time.sleep(0.5)
-            except ProcessLookupError:
-                pass
+                self.process.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=30)
             if self.data_root:
                 subprocess.run(["umount", "-R", str(self.data_root)], capture_output=True)
                 shutil.rmtree(self.data_root, ignore_errors=True)
@@ -106,15 +114,14 @@ def start_engine(work: Path) -> Engine:
         raise RuntimeError("no Docker engine answers `docker info`, and the tier can start one only as root "
                            "(start Docker Desktop or `sudo systemctl start docker`)")
     if shutil.which("dockerd") is None:
-        run(["apt-get", "install", "-y", "--no-install-recommends", "docker.io"], env={**os.environ,
-            "DEBIAN_FRONTEND": "noninteractive"})
+        apt_install("docker.io")
     data_root = Path("/var/lib/edge-cloud-kit-docker")
     pidfile = work / "dockerd.pid"
     log = open(work / "dockerd.log", "w")  # noqa: SIM115 - the engine writes it while it runs
     proc = subprocess.Popen(["dockerd", "--storage-driver=overlay2", "--data-root", str(data_root),
                              "--pidfile", str(pidfile)], stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
-    engine = Engine(started=True, pid=proc.pid, data_root=data_root)
+    engine = Engine(started=True, process=proc, data_root=data_root)
     deadline = time.monotonic() + 60
     while not engine_answers(5):
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -168,8 +175,7 @@ def build_standins(work: Path) -> dict[str, str]:
         "local/kafka:standin"
     if run(["docker", "image", "inspect", "local/debian:bookworm"], check=False).returncode != 0:
         if shutil.which("debootstrap") is None:
-            run(["apt-get", "install", "-y", "--no-install-recommends", "debootstrap"],
-                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+            apt_install("debootstrap")
         rootfs = work / "bookworm"
         run(["debootstrap", "--variant=minbase", "bookworm", str(rootfs)])
         tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
