@@ -26,9 +26,9 @@ HOG = "import os, sys\nparent = int(sys.argv[2])\nwhile os.getppid() == parent:\
 
 
 def pytest_addoption(parser):
+    """--cpu-hog N: N busy processes beside the suite (a busy laptop in miniature); --containers: the container tier."""
     parser.addoption("--containers", action="store_true",
                      help="run the container tier (`make test-containers`): real images, compose, RUNTIME=docker")
-    """--cpu-hog N: N busy processes beside the suite, a busy laptop or a slow Raspberry Pi in miniature."""
     parser.addoption("--cpu-hog", type=int, default=0, metavar="N",
                      help="start N busy-loop processes for the whole session and stop them at its end "
                           "(make test-under-load)")

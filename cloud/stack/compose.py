@@ -20,6 +20,16 @@ VERSIONS_FILE = KIT_ROOT / "versions.env"
 COMPOSE_SERVICES = {"broker": ["kafka"], "superlink": ["superlink", "serverapp"]}
 
 
+def read_versions(path: Path = VERSIONS_FILE) -> dict[str, str]:
+    """The KEY=VALUE lines of versions.env (the versions images and the Python environment share)."""
+    pairs = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            pairs[key.strip()] = value.strip()
+    return pairs
+
+
 def docker_engine_available(timeout_s: float = 5.0) -> bool:
     """True when the docker client exists and an engine answers `docker info`."""
     if shutil.which("docker") is None:

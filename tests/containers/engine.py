@@ -33,9 +33,9 @@ OFFICIAL = {"PYTHON_IMAGE": "python:3.11-slim"}
 
 def versions() -> dict[str, str]:
     """versions.env as a dict."""
-    pairs = (line.split("=", 1) for line in (ROOT / "versions.env").read_text().splitlines()
-             if line.strip() and not line.startswith("#"))
-    return {k.strip(): v.strip() for k, v in pairs}
+    from cloud.stack.compose import read_versions
+
+    return read_versions()
 
 
 def pinned(package: str) -> str:
@@ -122,12 +122,14 @@ def start_engine(work: Path) -> Engine:
                              "--pidfile", str(pidfile)], stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     engine = Engine(started=True, process=proc, data_root=data_root)
-    deadline = time.monotonic() + 60
-    while not engine_answers(5):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            engine.stop()
-            raise RuntimeError(f"dockerd did not answer within 60 s; see {work / 'dockerd.log'}")
-        time.sleep(1)
+    from cloud.stack.procs import wait_until
+
+    try:
+        wait_until(lambda: engine_answers(5), "dockerd to answer `docker info`", 60, proc, work / "dockerd.log",
+                   interval=1.0)
+    except Exception:
+        engine.stop()
+        raise
     return engine
 
 
@@ -225,11 +227,12 @@ def serve_torch_wheel(engine: Engine, folder: Path) -> dict[str, str]:
 
 def build_kit_images(env: dict[str, str]) -> dict[str, float]:
     """Build the edge and cloud images with compose; returns seconds per image."""
+    from cloud.stack.compose import compose_command
+
     seconds = {}
     for service, profile in (("edge", "edge"), ("cloud", "lab")):
         started = time.monotonic()
-        run(["docker", "compose", "--env-file", str(ROOT / "versions.env"), "-f", str(ROOT / "docker-compose.yml"),
-             "--profile", profile, "build", service], env={**os.environ, **env}, timeout=2400)
+        run(compose_command("--profile", profile, "build", service), env={**os.environ, **env}, timeout=2400)
         seconds[service] = round(time.monotonic() - started, 1)
     return seconds
 

@@ -15,6 +15,7 @@ import time
 import yaml
 
 from cloud.settings import KIT_ROOT
+from cloud.stack.compose import compose_command
 
 KIT = [sys.executable, "-m", "cloud.cli"]
 USER_SERVICES = ("serverapp", "cloud", "stream-model", "processor", "drift", "cam-0", "supernode", "fl-run")
@@ -22,10 +23,8 @@ USER_SERVICES = ("serverapp", "cloud", "stream-model", "processor", "drift", "ca
 
 def compose_config(*files: str, env: dict | None = None) -> dict:
     """`docker compose config` of the base file plus overlays, as a dict."""
-    argv = ["docker", "compose", "--env-file", str(KIT_ROOT / "versions.env"), "-f", str(KIT_ROOT / "docker-compose.yml")]
-    for name in files:
-        argv += ["-f", str(KIT_ROOT / "compose" / f"{name}.yml")]
-    done = subprocess.run(argv + ["--profile", "*", "config"], capture_output=True, text=True, cwd=KIT_ROOT,
+    argv = compose_command("--profile", "*", "config", overlays=files)
+    done = subprocess.run(argv, capture_output=True, text=True, cwd=KIT_ROOT,
                           env={**os.environ, **(env or {})})
     assert done.returncode == 0, done.stderr
     return yaml.safe_load(done.stdout)

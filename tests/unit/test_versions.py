@@ -9,12 +9,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def read_versions_env() -> dict[str, str]:
     """KEY=VALUE lines of versions.env."""
-    pairs = {}
-    for line in (ROOT / "versions.env").read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            key, _, value = line.partition("=")
-            pairs[key.strip()] = value.strip()
-    return pairs
+    from cloud.stack.compose import read_versions
+
+    return read_versions(ROOT / "versions.env")
 
 
 def pinned(requirements: list[str], name: str) -> set[str]:
