@@ -81,19 +81,20 @@ logs: $(STAMP) ## Show the last lines of each service's log
 doctor: $(STAMP) ## Check Python, extras, Docker, ports, LAN address, GPU, edge wheels
 	$(PY) -m cloud.cli doctor
 
-bench: bench-edge bench-stream bench-fl bench-privacy ## Run every benchmark
+bench: $(STAMP) ## Run every benchmark into one report (runs/bench/<time>/report.md)
+	$(PY) -m cloud.cli bench all $(ARGS)
 
 bench-edge: $(STAMP) ## Edge runtimes: latency and throughput against torch eager
-	$(PY) -m cloud.cli bench edge
+	$(PY) -m cloud.cli bench edge $(ARGS)
 
 bench-stream: $(STAMP) ## Broker, device pipeline and cloud processor rates
-	$(PY) -m cloud.cli bench stream
+	$(PY) -m cloud.cli bench stream $(ARGS)
 
 bench-fl: $(STAMP) ## Federated round time and overhead for 1-10 SuperNodes
-	$(PY) -m cloud.cli bench fl
+	$(PY) -m cloud.cli bench fl $(ARGS)
 
 bench-privacy: $(STAMP) ## DP-SGD and CKKS costs
-	$(PY) -m cloud.cli bench privacy
+	$(PY) -m cloud.cli bench privacy $(ARGS)
 
 certs: $(STAMP) ## Make a CA and server certificate (LAN address and name in the SAN) under certs/
 	$(PY) -m cloud.cli certs

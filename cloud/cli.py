@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import importlib
 import sys
 from collections.abc import Sequence
 
 from rich.console import Console
 from rich.table import Table
 
+from cloud.bench.suite import BENCHMARKS, run_benchmarks
+from cloud.bench.tables import bench_console
 from cloud.labkit.runner import LabError, discover_labs, run_lab
-from cloud.labkit.runs import RunFolder
 from cloud.settings import StackSettings
 from cloud.stack.certs import make_certs
 from cloud.stack.compose import ComposeStack
@@ -20,7 +20,6 @@ from cloud.stack.doctor import run_doctor
 from cloud.stack.local import LocalStack, resolve_runtime
 from cloud.stack.procs import HealthCheckError, PortInUseError, log_tail
 
-BENCHMARKS = ("edge", "stream", "fl", "privacy")
 RUNTIMES = ("auto", "local", "docker", "external")
 
 
@@ -66,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("args", nargs="*", metavar="key=value")
     sub.add_parser("labs", help="list the labs")
     sub.add_parser("doctor", help="check Python, extras, Docker, ports, LAN address, GPU")
-    bench = sub.add_parser("bench", help="run a benchmark")
-    bench.add_argument("name", choices=BENCHMARKS)
+    bench = sub.add_parser("bench", help="run a benchmark, or all of them into one report")
+    bench.add_argument("name", choices=(*BENCHMARKS, "all"))
     bench.add_argument("args", nargs="*", metavar="key=value")
     sub.add_parser("certs", help="make a CA and a server certificate under certs/")
     return parser
@@ -185,25 +184,11 @@ def cmd_doctor(args, console: Console) -> int:
 
 
 def cmd_bench(args, console: Console) -> int:
-    """Run a benchmark into runs/bench-NAME/<timestamp>/."""
-    try:
-        module = importlib.import_module(f"cloud.bench_{args.name}")
-    except ModuleNotFoundError as error:
-        if error.name != f"cloud.bench_{args.name}":
-            raise
-        console.print(f"[yellow]benchmark {args.name!r} is not written yet[/]; "
-                      f"available: {', '.join(b for b in BENCHMARKS if _has_bench(b))}")
-        return 0
-    run = RunFolder.create(_settings().runs_dir, f"bench-{args.name}")
-    results = module.main(run, console, *args.args) or {}
-    run.record(benchmark=args.name, **results)
-    console.print(f"results: {run.path}")
+    """Run one benchmark into runs/bench-NAME/<timestamp>/, or all into runs/bench/<timestamp>/, with a report."""
+    names = BENCHMARKS if args.name == "all" else (args.name,)
+    # Tables fit 80 columns; in a log (not a terminal) the console keeps a readable width instead of rich's 80.
+    run_benchmarks(names, _settings().runs_dir, bench_console(console.file), list(args.args))
     return 0
-
-
-def _has_bench(name: str) -> bool:
-    """True when cloud/bench_NAME.py exists."""
-    return importlib.util.find_spec(f"cloud.bench_{name}") is not None
 
 
 def cmd_certs(args, console: Console) -> int:
