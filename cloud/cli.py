@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="run a benchmark, or all of them into one report")
     bench.add_argument("name", choices=(*BENCHMARKS, "all"))
     bench.add_argument("args", nargs="*", metavar="key=value")
+    bench.add_argument("--into", default=None, help="run folder to write into (make bench gives each benchmark one)")
     sub.add_parser("certs", help="make a CA and a server certificate under certs/")
     return parser
 
@@ -187,7 +188,7 @@ def cmd_bench(args, console: Console) -> int:
     """Run one benchmark into runs/bench-NAME/<timestamp>/, or all into runs/bench/<timestamp>/, with a report."""
     names = BENCHMARKS if args.name == "all" else (args.name,)
     # Tables fit 80 columns; in a log (not a terminal) the console keeps a readable width instead of rich's 80.
-    run_benchmarks(names, _settings().runs_dir, bench_console(console.file), list(args.args))
+    run_benchmarks(names, _settings().runs_dir, bench_console(console.file), list(args.args), into=args.into)
     return 0
 
 

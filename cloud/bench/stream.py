@@ -271,11 +271,16 @@ def main(run, console, *args: str) -> dict[str, Any]:
     finally:
         stack.down()
     if opts["lab"]:
-        console.print("lab 07 (quick, 12 s of streaming) for the start-up time ...")
-        metrics, _ = run_lab("07", ["duration=12", "drift_at=6"], quick=True, console=Console(quiet=True),
-                             settings=settings.model_copy(update={"runs_dir": run.path / "lab"}))
-        results["lab07_first_prediction_s"] = metrics["first_prediction_s"]
-        results["lab07_startup"] = metrics.get("startup", {})
+        # Lab 07 runs to its milestones (drift, update, every device swapped); only its start-up is measured here.
+        console.print("lab 07 (quick, drift at 6 s, to its milestones) for the start-up time ...")
+        try:
+            metrics, _ = run_lab("07", ["drift_at=6"], quick=True, console=Console(quiet=True),
+                                 settings=settings.model_copy(update={"runs_dir": run.path / "lab"}))
+            results["lab07_first_prediction_s"] = metrics["first_prediction_s"]
+            results["lab07_startup"] = metrics.get("startup", {})
+        except Exception as error:  # noqa: BLE001 - the rates above are measured; say why the start-up is not
+            results["lab07_error"] = f"{type(error).__name__}: {error}"
+            console.print(f"[yellow]lab 07 did not finish:[/] {results['lab07_error']}", highlight=False)
 
     results["crc32c_native"] = crc32c_accelerated()
     crc = "native crc32c" if results["crc32c_native"] else "pure-Python CRC32C: pip install crc32c"
@@ -336,7 +341,7 @@ def measures(result: dict[str, Any]) -> list[Measure]:
                            "s", target=TARGETS["lab07_first_prediction_s"],
                            note=f"quick mode, model cached; {phases}" if phases else "quick mode, model cached"))
     else:
+        why = f"lab 07 failed: {result['lab07_error']}" if "lab07_error" in result else "bench-stream ran with lab=0"
         out.append(Measure("P7", "lab 07 start to first processed prediction", None, "s",
-                           target=TARGETS["lab07_first_prediction_s"],
-                           note="not measured: bench-stream ran with lab=0"))
+                           target=TARGETS["lab07_first_prediction_s"], note=f"not measured: {why}"))
     return out
