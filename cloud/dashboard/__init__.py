@@ -1,0 +1,1 @@
+"""A live, read-only browser dashboard over the files a streaming and federated scenario writes (never the broker). May import cloud.streaming, cloud.federated, cloud.stack, cloud.settings and edge."""
