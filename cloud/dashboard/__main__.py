@@ -19,7 +19,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m cloud.dashboard",
                                      description="A live, read-only dashboard of a streaming and federated scenario, "
                                                  "read from the files its processes write (never from the broker).")
-    parser.add_argument("--stream", type=Path, help="a streaming scenario folder (processed.db, updates.json, cam-N.json)")
+    parser.add_argument("--stream", type=Path,
+                        help="a streaming scenario folder (processed.db, updates.json, cam-N.json)")
     parser.add_argument("--fl", type=Path, action="append", default=[],
                         help="a federated run's fl-metrics.json, its folder, or a folder of runs (repeatable)")
     parser.add_argument("--host", default=settings.dashboard_host,

@@ -75,6 +75,11 @@ def create_app(stream_folder: Path | None, fl_folders: list[Path], *, interval_s
         """The page."""
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        """No icon (an empty answer, so the browser's console stays clean)."""
+        return Response(status_code=204)
+
     @app.get("/static/{name}", include_in_schema=False)
     def static(name: str) -> Response:
         """The page's script and style sheet (only those two names)."""

@@ -14,7 +14,9 @@ class DashboardSettings(BaseSettings):
     """
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
-    dashboard_host: str = Field("127.0.0.1", description="DASHBOARD_HOST: the address to bind (localhost only by default)")
+    dashboard_host: str = Field(
+        "127.0.0.1", description="DASHBOARD_HOST: the address to bind (localhost only by default)"
+    )
     dashboard_port: int = Field(8050, ge=0, le=65535, description="DASHBOARD_PORT")
     dashboard_interval_s: float = Field(
         1.0, gt=0, description="DASHBOARD_INTERVAL_S: how often /events looks for a changed snapshot"

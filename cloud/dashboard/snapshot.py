@@ -177,8 +177,8 @@ def fl_round(entry: dict[str, Any], encrypted: bool) -> dict[str, Any]:
         "train_loss": finite(entry.get("train_loss")),
         "bytes_up": entry.get("bytes_up", 0), "bytes_down": entry.get("bytes_down", 0),
         "bytes_eval": entry.get("bytes_eval"), "encrypted": encrypted,
-        "dropouts": [{"node_id": str(d.get("node_id")), "partition_id": d.get("partition_id"), "reason": d.get("reason")}
-                     for d in entry.get("dropouts", [])],
+        "dropouts": [{"node_id": str(d.get("node_id")), "partition_id": d.get("partition_id"),
+                      "reason": d.get("reason")} for d in entry.get("dropouts", [])],
         "refusals": [str(e.get("reason", "")) for e in entry.get("refusals", [])],
         "errors": len(entry.get("errors", [])),
         "seconds": finite(entry.get("seconds"), 2), "closed": "seconds" in entry,
@@ -261,7 +261,7 @@ class Snapshotter:
         self._built_at = 0.0
 
     def get(self, max_age_s: float = 5.0) -> dict[str, Any]:
-        """The current snapshot; rebuilt when a file changed (or every ``max_age_s``, for an empty folder filling up)."""
+        """The current snapshot, rebuilt when a file changed (and every ``max_age_s``, to be safe)."""
         with self._lock:
             signature = files_signature(self.stream_folder, self.fl_folders)
             stale = time.monotonic() - self._built_at > max_age_s

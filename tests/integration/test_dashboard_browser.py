@@ -105,9 +105,12 @@ def test_the_page_follows_a_changing_scenario_without_reloading(browser, tmp_pat
     writer.start()
     expect = pytest.importorskip("playwright.sync_api").expect
     requests: list[str] = []
+    problems: list[str] = []  # script errors and refused resources (the CSP would report here)
     with DashboardServer(stream_folder=stream, fl_folders=[fl], port=0, interval_s=0.2) as server:
         page = browser.new_page(viewport={"width": 1280, "height": 1100})
         page.on("request", lambda request: requests.append(request.url))
+        page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: problems.append(str(error)))
         try:
             page.goto(server.url, timeout=WAIT_MS)
             expect(page.locator("#status")).to_have_text("live", timeout=WAIT_MS)
@@ -137,6 +140,7 @@ def test_the_page_follows_a_changing_scenario_without_reloading(browser, tmp_pat
     assert "0, 1, 2" in round_row and "0.910" in round_row  # participants and central accuracy
     assert shot.exists() and shot.stat().st_size > 20_000
     assert requests and all(url.startswith(server.url) for url in requests)  # nothing from the network
+    assert problems == []
 
 
 def test_a_hostile_device_id_shows_as_text_and_never_runs(browser, tmp_path):

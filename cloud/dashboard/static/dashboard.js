@@ -30,7 +30,8 @@ function svg(tag, attrs, text) {
 const fmt = {
   acc: (v) => (v === null || v === undefined ? "-" : Number(v).toFixed(3)),
   num: (v) => (v === null || v === undefined ? "-" : Number(v).toLocaleString("en")),
-  bytes: (v) => (v === null || v === undefined ? "-" : `${(Number(v) / 1024).toLocaleString("en", {maximumFractionDigits: 0})} KB`),
+  bytes: (v) => (v === null || v === undefined ? "-"
+    : `${(Number(v) / 1024).toLocaleString("en", {maximumFractionDigits: 0})} KB`),
   time: (t) => (t ? new Date(Number(t) * 1000).toLocaleTimeString("en-GB") : "-"),
   ago: (t, now) => (t ? `${Math.max(0, Number(now) - Number(t)).toFixed(0)} s ago` : "-"),
   text: (v) => (v === null || v === undefined || v === "" ? "-" : String(v)),
@@ -107,9 +108,12 @@ function renderTimeline(line) {
     box.replaceChildren(chart);
     return;
   }
-  const markers = (line.markers || []).map((m) => ({kind: m.kind, t: Number(m.ts) - Number(line.t0)}));
-  // The axis reaches the newest marker too: an update is often published after the last labelled event.
-  const span = Math.max(points[points.length - 1].t, ...markers.map((m) => m.t), 1);
+  // The axis reaches a marker shortly after the last labelled event too (an update is often published
+  // then), but not one far off, from a clock that does not agree with the devices'.
+  const last = points[points.length - 1].t;
+  const markers = (line.markers || []).map((m) => ({kind: m.kind, t: Number(m.ts) - Number(line.t0)}))
+    .filter((m) => m.t >= 0 && m.t <= last + Math.max(30, last / 2));
+  const span = Math.max(last, ...markers.map((m) => m.t), 1);
   const x = (t) => left + (width - left - right) * (Number(t) / span);
   const y = (v) => top + (height - top - bottom) * (1 - Number(v));
   for (const v of [0, 0.25, 0.5, 0.75, 1]) {
@@ -126,11 +130,11 @@ function renderTimeline(line) {
       chart.appendChild(svg("path", {class: key, d}));
     }
     const ly = top + 14 + row * 18;
-    chart.appendChild(svg("line", {class: key, x1: width - right + 10, x2: width - right + 34, y1: ly - 4, y2: ly - 4}));
+    chart.appendChild(svg("line", {class: key, x1: width - right + 10, x2: width - right + 34,
+      y1: ly - 4, y2: ly - 4}));
     chart.appendChild(svg("text", {x: width - right + 40, y: ly}, label));
   }
   markers.forEach((m, i) => {
-    if (m.t < 0) return;
     const mx = x(m.t);
     chart.appendChild(svg("line", {class: `marker${m.kind === "update published" ? " update" : ""}`,
       x1: mx, x2: mx, y1: top, y2: y(0)}));
@@ -143,7 +147,8 @@ function renderStream(stream, now) {
   const section = document.getElementById("stream-section");
   section.hidden = !stream;
   if (!stream) return;
-  document.getElementById("stream-folder").textContent = stream.found ? stream.folder : `${stream.folder} (not there yet)`;
+  const folder = document.getElementById("stream-folder");
+  folder.textContent = stream.found ? stream.folder : `${stream.folder} (not there yet)`;
   renderTotals(stream.totals);
   renderDevices(stream.devices, now);
   renderTimeline(stream.timeline);
@@ -151,6 +156,35 @@ function renderStream(stream, now) {
   renderUpdates(stream.updates);
   renderDeadLetters(stream.dead_letters);
 }
+
+// A round's central accuracy: hidden when the server aggregated ciphertexts it cannot read.
+function centralAccuracy(r) {
+  if (r.central_accuracy !== null) return fmt.acc(r.central_accuracy);
+  return r.encrypted && r.closed ? "hidden (encrypted)" : "-";
+}
+
+// "partition: value" for each device that trained in a round.
+function perDevice(train, key, digits) {
+  const shown = train.filter((t) => t[key] !== null && t[key] !== undefined);
+  return shown.map((t) => `${t.partition_id}: ${Number(t[key]).toFixed(digits)}`).join(", ") || "-";
+}
+
+function roundRow(r) {
+  const dropped = r.dropouts.map((d) => `dropped ${d.partition_id ?? d.node_id}: ${d.reason}`);
+  return el("tr", {dataset: {round: r.round}},
+    cell(fmt.num(r.round), "num"),
+    cell(r.participants.length ? r.participants.join(", ") : "-", "participants"),
+    cell(centralAccuracy(r), "num"),
+    cell(fmt.acc(r.train_loss), "num"),
+    cell(perDevice(r.train, "received_accuracy", 3)),
+    cell(perDevice(r.train, "epsilon", 2), "epsilon"),
+    cell(`${fmt.bytes(r.bytes_up)} / ${fmt.bytes(r.bytes_down)}`, "num bytes"),
+    cell([...dropped, ...r.refusals].join("; ") || "-", "detail"),
+    cell(r.seconds === null ? "running" : Number(r.seconds).toFixed(1), "num"));
+}
+
+const ROUND_COLUMNS = ["round", "participants", "central accuracy", "train loss", "devices' accuracy (received model)",
+  "\u03b5 per device", "bytes up / down", "dropouts / refusals", "seconds"];
 
 // One federated run: its rounds (participants and metrics), ε per device and bytes per round.
 function renderRun(run) {
@@ -160,33 +194,22 @@ function renderRun(run) {
   const box = el("div", {class: "run", dataset: {run: run.label}}, el("h3", {}, ...head));
   if (run.error) box.appendChild(el("p", {class: "error"}, run.error));
   if (run.stopped) box.appendChild(el("p", {}, `stopped early: ${run.stopped}`));
-  const bytesHead = run.encrypted ? "bytes up / down (ciphertexts)" : "bytes up / down";
-  const table = el("table", {class: "rounds"},
-    el("thead", {}, el("tr", {}, ...["round", "participants", "central accuracy", "train loss",
-      "devices' accuracy (received model)", "\u03b5 per device", bytesHead, "dropouts / refusals", "seconds"]
-      .map((h) => el("th", {}, h)))),
-    el("tbody", {}, ...run.rounds.map((r) => el("tr", {dataset: {round: r.round}},
-      cell(fmt.num(r.round), "num"),
-      cell(r.participants.length ? r.participants.join(", ") : "-", "participants"),
-      cell(r.central_accuracy === null ? (r.encrypted && r.closed ? "hidden (encrypted)" : "-") : fmt.acc(r.central_accuracy), "num"),
-      cell(fmt.acc(r.train_loss), "num"),
-      cell(r.train.map((t) => `${t.partition_id}: ${fmt.acc(t.received_accuracy)}`).join("  ") || "-"),
-      cell(r.train.filter((t) => t.epsilon !== null).map((t) => `${t.partition_id}: ${Number(t.epsilon).toFixed(2)}`).join("  ") || "-", "epsilon"),
-      cell(`${fmt.bytes(r.bytes_up)} / ${fmt.bytes(r.bytes_down)}`, "num bytes"),
-      cell([...r.dropouts.map((d) => `dropped ${d.partition_id ?? d.node_id}: ${d.reason}`),
-        ...r.refusals].join("; ") || "-", "detail"),
-      cell(r.seconds === null ? "running" : Number(r.seconds).toFixed(1), "num")))));
-  box.appendChild(table);
+  const columns = ROUND_COLUMNS.map((h) => (run.encrypted && h.startsWith("bytes") ? `${h} (ciphertexts)` : h));
+  box.appendChild(el("table", {class: "rounds"},
+    el("thead", {}, el("tr", {}, ...columns.map((h) => el("th", {}, h)))),
+    el("tbody", {}, ...run.rounds.map(roundRow))));
   if (!run.rounds.length) box.appendChild(el("p", {class: "empty"}, "no round yet"));
   if (run.epsilon && run.epsilon.length) {
-    box.appendChild(el("h3", {}, "\u03b5 spent per device", run.dp_budgets ? el("small", {}, ` (budget ${run.dp_budgets})`) : null));
+    const budget = run.dp_budgets ? el("small", {}, ` (budget ${run.dp_budgets})`) : null;
+    box.appendChild(el("h3", {}, "\u03b5 spent per device", budget));
     box.appendChild(el("table", {class: "epsilon"},
       el("thead", {}, el("tr", {}, el("th", {}, "device"), el("th", {}, "\u03b5"))),
       el("tbody", {}, ...run.epsilon.map((e) => el("tr", {dataset: {device: e.partition_id}},
         cell(e.partition_id), cell(Number(e.epsilon).toFixed(3), "num"))))));
   }
   if (run.he_public_context_bytes) {
-    box.appendChild(el("p", {}, `HE public context: ${fmt.bytes(run.he_public_context_bytes)} (no secret key on the server)`));
+    const size = fmt.bytes(run.he_public_context_bytes);
+    box.appendChild(el("p", {}, `HE public context: ${size} (no secret key on the server)`));
   }
   return box;
 }
