@@ -1,1 +1,1 @@
-"""Broker-side stream services: the processor, its River parts (online), its store, the drift responder, their Kafka clients and the scenario that starts them. May import cloud.ml, cloud.stack, cloud.settings and edge."""
+"""Broker-side stream services: the processor, its River parts (online), its store, the drift responder, their Kafka clients, the scenario that starts them and the report that follows it. May import cloud.ml, cloud.stack, cloud.labkit (its milestones), cloud.settings and edge."""

@@ -93,6 +93,7 @@ class EdgeDevice:
         self.num_threads = num_threads
         self.on_event = on_event
         self.served = 0
+        self.served_by_model: dict[str, int] = {}  # predictions per model ref (``name@version``)
         self._pending = None  # a runner waiting to take over before the next prediction
         self._lock = threading.Lock()
 
@@ -138,6 +139,7 @@ class EdgeDevice:
         )
         self.sink.write(prediction)
         self.served += 1
+        self.served_by_model[prediction.model] = self.served_by_model.get(prediction.model, 0) + 1
         return prediction
 
     def step_many(self, readings: list[Reading]) -> list[Prediction]:
@@ -168,6 +170,7 @@ class EdgeDevice:
             self.sink.write(prediction)
             self.served += 1
             out.append(prediction)
+        self.served_by_model[runner.ref] = self.served_by_model.get(runner.ref, 0) + len(out)
         return out
 
     def run(self, max_items: int | None = None, stop: threading.Event | None = None,

@@ -45,6 +45,10 @@ def build_parser(settings: DeviceSettings | None = None) -> argparse.ArgumentPar
     p.add_argument("--duration", type=float, default=60.0, help="seconds to run")
     p.add_argument("--count", type=int, default=None, help="stop after this many readings")
     p.add_argument("--drift-at", type=float, default=None, help="epoch seconds when the camera turns upside down")
+    p.add_argument("--drift-after", type=float, default=None,
+                   help="seconds after start when the camera turns upside down (instead of --drift-at)")
+    p.add_argument("--stop-after-update", type=int, default=None, metavar="N",
+                   help="stop (and drain) once N readings were served on a model newer than the starting one")
     p.add_argument("--glitch-rate", type=float, default=0.0, help="fraction of over-exposed frames")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stats", help="write counts as JSON here every second and at exit")
@@ -54,7 +58,12 @@ def build_parser(settings: DeviceSettings | None = None) -> argparse.ArgumentPar
 
 def main(argv: list[str] | None = None) -> int:
     """Run one streaming device until --duration/--count or SIGTERM; print and write its counts."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.drift_at is not None and args.drift_after is not None:
+        parser.error("give --drift-at (epoch seconds) or --drift-after (seconds from start), not both")
+    started_at = time.time()
+    drift_at = started_at + args.drift_after if args.drift_after is not None else args.drift_at
     name = f"{args.name}-{os.urandom(3).hex()}" if args.fresh_id else args.name
     key = load_public_key(Path(args.key))
     try:
@@ -63,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: {exc}", file=sys.stderr)
         return 2
     frames = DigitFrames.from_file(Path(args.frames), count=args.count, seed=args.seed, rate_hz=args.rate or None)
-    camera = DriftingCamera(frames, drift_at=args.drift_at, glitch_rate=args.glitch_rate, seed=args.seed)
+    camera = DriftingCamera(frames, drift_at=drift_at, glitch_rate=args.glitch_rate, seed=args.seed)
     sink = KafkaSink(args.bootstrap, name, camera)
     device = EdgeDevice(runner, camera, sink, name=name, public_key=key)
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix=f"edge-{name}-"))
@@ -75,18 +84,28 @@ def main(argv: list[str] | None = None) -> int:
     def write_stats(final: bool = False) -> dict[str, Any]:
         """The device's counts (also to --stats, atomically)."""
         stats = {"device": name, "served": device.served, "model": device.model, **sink.stats(),
-                 "updates": follower.applied, "final": final, "t": time.time()}
+                 "served_by_model": dict(device.served_by_model), "updates": follower.applied,
+                 "started_at": started_at, "drift_at": drift_at, "final": final, "t": time.time()}
         if args.stats:
             tmp = Path(args.stats + ".tmp")
             tmp.write_text(json.dumps(stats))
             os.replace(tmp, args.stats)
         return stats
 
+    start_model = device.model
+
+    def served_on_updates() -> int:
+        """Readings served on models other than the starting one."""
+        return sum(n for model, n in dict(device.served_by_model).items() if model != start_model)
+
     def watchdog() -> None:
-        """Stop at the deadline; refresh the stats file every second."""
+        """Stop at the deadline or after --stop-after-update readings on an update; refresh the stats every second."""
         while not stop.wait(1.0):
             write_stats()
             if time.monotonic() >= deadline:
+                stop.set()
+            if args.stop_after_update is not None and served_on_updates() >= args.stop_after_update:
+                print(f"{name}: served {served_on_updates()} readings on {device.model}; stopping", flush=True)
                 stop.set()
 
     threading.Thread(target=watchdog, daemon=True).start()

@@ -7,17 +7,15 @@ import time
 from cloud.labkit.milestones import Milestones
 from cloud.stack import procs
 from cloud.stack.cpu_limit import CpuLimit
+from cloud.streaming.report import ScenarioFolder, summarize
 from cloud.streaming.scenario import (
-    accuracy,
     prepare_initial_model,
-    read_json,
     start_device,
     start_processor,
     start_responder,
     timeline_figure,
     wait_ready,
 )
-from cloud.streaming.store import StoreReader
 
 TITLE = "Edge to cloud: streaming, online learning and drift response"
 # The run is a story with milestones, not a stopwatch: devices stream for drift_at seconds, then the
@@ -40,7 +38,7 @@ def run(ctx) -> dict:
     folder = ctx.run.path / "stream"
     folder.mkdir()
     store_path = folder / "processed.db"
-    store = StoreReader(store_path)
+    scenario = ScenarioFolder(folder, a["devices"])
     started: list = []
     slow = CpuLimit(a["slow_device_cpu"]) if a["slow_device_cpu"] else None  # cam-0 as a Raspberry Pi 3
     with ctx.stack(services=("broker",)) as stack:
@@ -89,7 +87,7 @@ def run(ctx) -> dict:
 
             milestones = Milestones(a["drift_at"] + a["cap"], start=t0_clock, progress=lambda line: ctx.console.print(
                 line, highlight=False))
-            status = lambda: progress_line(devices, store, folder)  # noqa: E731
+            status = scenario.progress_line
             running = [(f"processor-{i}", p) for i, (p, _, _) in enumerate(processors)] + [
                 ("drift responder", responder[0])] + [(f"cam-{i}", p) for i, (p, _, _) in enumerate(devices)]
 
@@ -98,40 +96,25 @@ def run(ctx) -> dict:
                 gone = [f"{name} exited with code {p.returncode}" for name, p in running if p.poll() is not None]
                 return "; ".join(gone) or None
 
-            def newest() -> str | None:
-                """The model the last update published, or None."""
-                updates = read_json(folder / "updates.json", [])
-                return updates[-1]["model"] if updates else None
-
-            def device_models() -> list[str]:
-                """The model each device runs now, from its stats file."""
-                return [read_json(stats, {}).get("model", "?") for _, stats, _ in devices]
-
-            def labelled_on_update() -> list[int]:
-                """Labelled events each device streamed on the update."""
-                on = store.labelled_on(newest() or "-")
-                return [on.get(f"cam-{i}", (0, None))[0] for i in range(len(devices))]
-
             k = int(a["after_update"])
             processor_log, drift_log = str(processors[0][2]), str(responder[2])
             milestones.wait("drift injected", lambda: time.time() >= drift_time, status=status, failed=exited)
-            milestones.wait("drift detected", lambda: bool(store.alerts("drift")), log=processor_log,
+            milestones.wait("drift detected", lambda: bool(scenario.store.alerts("drift")), log=processor_log,
                             status=status, failed=exited)
-            milestones.wait("update published", lambda: newest() is not None, log=drift_log, status=status,
+            milestones.wait("update published", lambda: scenario.newest() is not None, log=drift_log, status=status,
                             failed=exited)
-            milestones.wait("every device on the update", lambda: all(m == newest() for m in device_models()),
+            milestones.wait("every device on the update", lambda: all(m == scenario.newest() for m in scenario.device_models()),
                             log=str(devices[0][2]), status=status, failed=exited)
             milestones.wait(f"{k} labelled events per device on the update",
-                            lambda: min(labelled_on_update()) >= k, log=processor_log, status=status, failed=exited)
+                            lambda: min(scenario.labelled_on_update()) >= k, log=processor_log, status=status, failed=exited)
             running = running[:-len(devices)]  # the devices are stopped on purpose now
             for proc, _, _ in devices:
                 procs.stop_pid(proc.pid)
             milestones.wait("devices drained and stopped", lambda: all(p.poll() is not None for p, _, _ in devices),
                             log=str(devices[0][2]), status=status)
-            device_stats = {f"cam-{i}": read_json(stats, {}) for i, (_, stats, _) in enumerate(devices)}
-            delivered = sum(sum(s.get("delivered", {}).values()) for s in device_stats.values())
-            milestones.wait("counts settled", lambda: store.total() >= delivered, log=processor_log,
-                            status=lambda: f"{store.total()} of {delivered} delivered events processed",
+            delivered = scenario.delivered()
+            milestones.wait("counts settled", lambda: scenario.store.total() >= delivered, log=processor_log,
+                            status=lambda: f"{scenario.store.total()} of {delivered} delivered events processed",
                             failed=exited)
             ctx.console.print(status(), highlight=False)
         finally:
@@ -144,92 +127,21 @@ def run(ctx) -> dict:
             ctx.console.print(f"stopped {len(started)} processes")
 
     ctx.step("4. results")
-    rows = store.predictions()
-    counts = store.counts()
-    drift_alerts = store.alerts("drift")
-    anomalies = [r[0] for r in store.alerts("anomaly")]
-    updates = read_json(folder / "updates.json", [])
-    processor_stats = [read_json(folder / f"processor-{i}.json", {}) for i in range(a["processors"])]
-    duplicates = sum(s.get("duplicates", 0) for s in processor_stats)
-    detected = drift_alerts[0][0] if drift_alerts else None
-    first_source = drift_alerts[0][1] if drift_alerts else None
-    delay_events = sum(1 for r in rows if drift_time <= r[0] <= first_source) if first_source else None
-    newest = updates[-1]["model"] if updates else None
-    updated_at = updates[-1]["published_at"] if updates else None
-    before = [r for r in rows if r[0] < drift_time]
-    during = [r for r in rows if r[0] >= drift_time and r[2] != newest]
-    after = [r for r in rows if newest and r[2] == newest]
-    span = max(r[5] for r in rows) - min(r[5] for r in rows) if rows else float("nan")
-    on_update = store.labelled_on(newest) if newest else {}
-    # Detection to every device swapped: the last device's first prediction on the update.
-    swapped = (round(max(first for _, first in on_update.values()) - detected, 2)
-               if detected is not None and len(on_update) == a["devices"] else None)
-    phases = updates[-1].get("phases_s", {}) if updates else {}
-
-    device_rows = []
-    for name, stats in device_stats.items():
-        produced = sum(stats.get("produced", {}).values())
-        device_rows.append((name, produced, sum(stats.get("delivered", {}).values()), counts.get(name, 0),
-                            stats.get("model", "?")))
+    report = summarize(scenario, drift_started=drift_time, drift_all=drift_time, drift_after_s=a["drift_at"],
+                       started_at=lab_started, tflite=bool(a["tflite"]))
     ctx.table("events per device", ["device", "produced", "acknowledged", "processed (once)", "model at the end"],
-              device_rows)
-    summary = [
-        ("processed events (distinct)", store.total()), ("duplicates dropped", duplicates),
-        ("dead letters", store.dead_letters()), ("anomaly alerts", len(anomalies)),
-        ("drift injected at (s)", a["drift_at"]),
-        ("drift detected after (s)", None if detected is None else round(detected - drift_time, 2)),
-        ("detection delay (labelled events)", delay_events),
-        ("model update published after drift (s)", None if updated_at is None else round(updated_at - drift_time, 2)),
-        ("drift response: " + ", ".join(phases) + " (s)", " + ".join(f"{v:.1f}" for v in phases.values()) or "-"),
-        ("detection to every device swapped (s)", swapped),
-        ("edge accuracy before drift", accuracy(before)), ("edge accuracy after drift, old model", accuracy(during)),
-        ("edge accuracy after update", accuracy(after)),
-        ("online model accuracy (whole run)", accuracy(rows, 4)),
-        ("held-out window accuracy before -> after retrain",
-         f"{updates[-1]['accuracy_before']:.3f} -> {updates[-1]['accuracy_after']:.3f}" if updates else "-"),
-        ("TFLite bundle of the update (KB, seconds after ONNX)",
-         f"{updates[-1]['tflite_bundle_bytes'] / 1024:.0f} KB, {updates[-1]['tflite_s']} s"
-         if updates and "tflite_bundle_bytes" in updates[-1] else "off" if not a["tflite"] else "-"),
-        ("cloud throughput (events/s while streaming)", store.total() / span if span == span and span > 0 else 0.0),
-        ("lab start to first processed prediction (s)",
-         round((store.first_processed_at() or lab_started) - lab_started, 2)),
-    ]
-    startup["first prediction processed"] = (store.first_processed_at() or lab_started) - lab_started
-    ctx.table("lab-07 summary", ["measure", "value"], summary)
-    if rows:
-        fig = timeline_figure(rows, t0, drift_time, detected, updated_at, anomalies)
-        ctx.save_plot(fig, "timeline")
+              report["device_rows"])
+    ctx.table("lab-07 summary", ["measure", "value"], report["summary_rows"])
+    startup["first prediction processed"] = report["metrics"]["first_prediction_s"]
+    line = report["timeline"]
+    if line["rows"]:
+        ctx.save_plot(timeline_figure(line["rows"], t0, drift_time, line["detected"], line["updated"],
+                                      line["anomalies"]), "timeline")
     return {
-        "devices": {name: {"produced": p, "acknowledged": d, "processed": n, "model": m}
-                    for name, p, d, n, m in device_rows},
-        "processed": store.total(), "duplicates_dropped": duplicates, "dead_letters": store.dead_letters(),
-        "anomaly_alerts": len(anomalies), "drift_alerts": len(drift_alerts),
-        "detection_delay_s": None if detected is None else round(detected - drift_time, 2),
-        "detection_delay_events": delay_events,
-        "update_after_drift_s": None if updated_at is None else round(updated_at - drift_time, 2),
-        "new_model": newest, "accuracy_before_drift": accuracy(before), "accuracy_after_drift": accuracy(during),
-        "accuracy_after_update": accuracy(after), "online_accuracy": accuracy(rows, 4),
-        "updates": updates, "first_prediction_s": round((store.first_processed_at() or lab_started) - lab_started, 2),
-        "throughput_eps": round(store.total() / span, 1) if span == span and span > 0 else 0.0,
+        **report["metrics"],
         "startup": {k: round(v, 2) for k, v in startup.items()},
         "milestones": [name for name, _ in milestones.reached],
         "milestones_s": dict(milestones.reached),
-        "response_phases_s": phases, "swapped_after_detection_s": swapped,
-        "labelled_on_update_min": min((n for n, _ in on_update.values()), default=0),
         "wall_s": round(time.time() - lab_started, 1),
         "slow_device_throttled_s": round(throttled, 2) if slow is not None else None,
     }
-
-
-def progress_line(devices, store, folder) -> str:
-    """One line: each device's acknowledged/processed counts and model version, cloud totals."""
-    counts = store.counts()
-    parts = []
-    for proc, stats_path, _ in devices:
-        stats = read_json(stats_path, {})
-        name = stats.get("device", stats_path.stem)
-        parts.append(f"{name} {sum(stats.get('delivered', {}).values())}/{counts.get(name, 0)} "
-                     f"{stats.get('model', '?').split('@')[-1].join(['v', ''])}")
-    updates = read_json(folder / "updates.json", [])
-    return ("  ".join(parts) + f"  | cloud {store.total()} processed, "
-            f"drift alerts {len(store.alerts('drift'))}, updates {len(updates)}")

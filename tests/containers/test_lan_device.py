@@ -86,3 +86,38 @@ def test_a_lan_device_joins_and_streams_through_the_advertised_listener(containe
             processor.wait(timeout=30)
     finally:
         compose.down()
+
+
+def test_a_lan_supernode_takes_part_in_a_federated_round(container_stack, pi_namespace, tmp_path):
+    from cloud.federated.partition import main as partition
+
+    host = lan_address()
+    runs = tmp_path / "runs"  # the compose ServerApp mounts the runs folder at the same path (KIT_RUNS_DIR)
+    data = runs / "fl-data"
+    assert partition(["--devices", "1", "--out", str(data)]) == 0
+    compose = ComposeStack(StackSettings(runs_dir=runs, runtime="docker", superlink_tls=False))
+    compose.up()
+    supernode = None
+    try:
+        # the Pi joins as a SuperNode: it dials the SuperLink at the host's LAN address, port 8000
+        log = (tmp_path / "pi-supernode.log").open("w")
+        supernode = subprocess.Popen(pi_namespace + [
+            sys.executable, "-m", "edge.cli", "join", "--cloud", host, "--supernode", "--partition-id", "0",
+            "--data-dir", str(data), "--flwr-home", str(tmp_path / "flwr-home")],
+            stdout=log, stderr=subprocess.STDOUT, cwd=KIT_ROOT, start_new_session=True)
+        out = runs / "lan-fl"
+        fl_run = subprocess.run([sys.executable, "-m", "cloud.federated.federation", "--superlink", "127.0.0.1:8000",
+                                 "--nodes", "1", "--out", str(out), "--test-path", str(data / "central_test.npz"),
+                                 "--work-dir", str(tmp_path / "fl-cli"), "--run-config", "num-server-rounds=2"],
+                                capture_output=True, text=True, timeout=900, cwd=KIT_ROOT)
+        assert fl_run.returncode == 0, fl_run.stdout[-3000:] + fl_run.stderr[-3000:] + (
+            tmp_path / "pi-supernode.log").read_text()[-3000:]
+        journal = json.loads((out / "fl-metrics.json").read_text())
+        assert journal["status"] == "completed"
+        assert [len(r["train"]) for r in journal["rounds"]] == [1, 1]  # the Pi trained in both rounds
+        assert journal["rounds"][-1]["central"]["accuracy"] >= 0.85  # one device holding all the training data
+    finally:
+        if supernode is not None:
+            os.killpg(supernode.pid, 15)
+            supernode.wait(timeout=30)
+        compose.down()

@@ -80,6 +80,8 @@ def test_hot_swap_three_times_in_10000_inputs_loses_and_duplicates_nothing(edge_
     assert changes[0] >= 2_000 and changes[1] >= 4_500 and changes[2] >= 7_000 and changes[2] <= 9_000
     accuracy = np.mean([p.predicted == p.true_label for p in sink.items])
     assert accuracy >= 0.85
+    # the per-model counts a device reports (what --stop-after-update counts) match what it wrote
+    assert device.served_by_model == {tag: tags.count(tag) for tag in set(tags)}
 
 
 def test_control_folder_swaps_a_running_device_and_reports_refusals(edge_artifacts, versions, tmp_path):
@@ -150,3 +152,11 @@ def test_batched_inference_predicts_what_one_by_one_does(edge_artifacts):
     assert [p.predicted for p in batched.items] == [p.predicted for p in one.items]
     np.testing.assert_allclose([p.confidence for p in batched.items], [p.confidence for p in one.items], atol=1e-5)
     assert served_capped == 20 and [p.index for p in capped.items] == list(range(20))
+
+
+def test_streaming_device_takes_a_drift_time_one_way_only():
+    from edge.streaming.__main__ import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--bundle", "b", "--key", "k", "--frames", "f", "--drift-at", "1", "--drift-after", "2"])
+    assert exc.value.code == 2  # argparse's usage error, before anything is opened
