@@ -12,12 +12,14 @@ broker or the SuperLink, so it keeps showing the scenario while the broker resta
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import socket
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
@@ -126,3 +128,14 @@ class DashboardServer:
     def __exit__(self, *exc_info) -> None:
         """Stop the server."""
         self.stop()
+
+
+@contextlib.contextmanager
+def lab_dashboard(enabled: bool, console, **sources) -> Iterator[DashboardServer | None]:
+    """The dashboard a lab serves while it runs with ARGS="dashboard=1" (its address printed), else nothing."""
+    if not enabled:
+        yield None
+        return
+    with DashboardServer(**sources) as dashboard:
+        console.print(f"dashboard: {dashboard.url} (live while the lab runs; read-only)")
+        yield dashboard

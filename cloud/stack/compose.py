@@ -42,6 +42,15 @@ def docker_engine_available(timeout_s: float = 5.0) -> bool:
     return done.returncode == 0 and bool(done.stdout.strip())
 
 
+def compose_v2_available(timeout_s: float = 10.0) -> bool:
+    """True when `docker compose` (Compose v2, the docker CLI plugin) answers `version`."""
+    try:
+        done = subprocess.run(["docker", "compose", "version", "--short"], capture_output=True, timeout=timeout_s)
+    except (subprocess.TimeoutExpired, OSError):
+        return False
+    return done.returncode == 0
+
+
 def compose_files(overlays: Sequence[str] = (), extra: str = "") -> list[Path]:
     """The base compose file, named overlays from compose/ (e.g. 'gpu', 'lab-07'), then extra files ('a.yml:b.yml')."""
     files = [COMPOSE_FILE]

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cloud.settings import StackSettings, split_host_port
-from cloud.stack.compose import docker_engine_available
+from cloud.stack.compose import compose_v2_available, docker_engine_available
 from cloud.stack.lan import lan_address
 from cloud.stack.procs import port_answers
 
@@ -64,8 +64,10 @@ def run_doctor(settings: StackSettings, console: Console) -> int:
         text = "installed" if not missing else "missing: " + ", ".join(missing)
         rows.append((f"extra {extra}", text, "ok" if not missing else "make install"))
     docker = docker_engine_available()
+    compose = docker and compose_v2_available()
     rows.append(("Docker engine", "answers" if docker else "not running",
-                 "RUNTIME=auto uses compose" if docker else "labs use local processes"))
+                 "RUNTIME=auto uses compose" if compose else
+                 "no Compose v2 (`docker compose`): labs use local processes" if docker else "labs use local processes"))
     for variable, address in (("KAFKA_BOOTSTRAP_SERVERS", settings.kafka_bootstrap_servers),
                               ("SUPERLINK_ADDRESS", settings.superlink_address)):
         host, port = split_host_port(address.split(",")[0])

@@ -20,7 +20,7 @@ from cloud.settings import StackSettings
 from cloud.stack import procs
 from cloud.stack.broker import broker_answers, ensure_topics, tansu_command
 from cloud.stack.certs import CertPaths
-from cloud.stack.compose import ComposeStack, docker_engine_available
+from cloud.stack.compose import ComposeStack, compose_v2_available, docker_engine_available
 
 STATE_FILE = "stack.json"
 SERVICE_NAMES = ("broker", "superlink")
@@ -233,19 +233,26 @@ class StackHandle:
 
 
 def resolve_runtime(runtime: str) -> str:
-    """Turn RUNTIME=auto into 'docker' when a Docker engine answers, else 'local'."""
+    """Turn RUNTIME=auto into 'docker' when a Docker engine and Compose v2 answer, else 'local'."""
     if runtime in ("local", "external"):
         return runtime
     engine = docker_engine_available()
+    compose = engine and compose_v2_available()
     if runtime == "docker":
         if not engine:
             raise RuntimeError(
                 "RUNTIME=docker but no Docker engine answers (`docker info` failed); "
                 "start Docker, or use RUNTIME=local (the embedded default)"
             )
+        if not compose:
+            raise RuntimeError(
+                "RUNTIME=docker but `docker compose version` fails: the engine answers, Compose v2 is missing; "
+                "install Docker Compose v2 (Docker Desktop has it; on Linux the docker-compose-plugin package), "
+                "or use RUNTIME=local"
+            )
         return "docker"
     if runtime == "auto":
-        return "docker" if engine else "local"
+        return "docker" if compose else "local"  # an engine without Compose v2 cannot run the stack
     raise ValueError(f"RUNTIME must be auto, local, docker or external, got {runtime!r}")
 
 

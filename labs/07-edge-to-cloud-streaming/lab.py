@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from cloud.dashboard.server import lab_dashboard
 from cloud.labkit.milestones import Milestones
 from cloud.stack import procs
 from cloud.stack.cpu_limit import CpuLimit
@@ -24,7 +25,7 @@ TITLE = "Edge to cloud: streaming, online learning and drift response"
 # settled. A busy laptop or a slow device takes longer and passes the same milestones.
 DEFAULTS = {"devices": 3, "drift_at": 25.0, "cap": 180.0, "after_update": 400, "rate": 40.0, "processors": 1,
             "glitch_rate": 0.01, "window": 600, "epochs": 15, "retrain_epochs": 15, "tflite": 1,
-            "slow_device_cpu": 0.0, "seed": 0}
+            "slow_device_cpu": 0.0, "dashboard": 0, "seed": 0}
 # Quick mode skips the TFLite bundle: TensorFlow's import and the conversion cost about 10-20 s of CPU
 # on a 2-core machine, in the middle of the streaming; tests/unit/test_drift_export.py checks the TFLite path.
 QUICK = {"drift_at": 10.0, "cap": 150.0, "after_update": 200, "window": 360, "epochs": 8, "retrain_epochs": 12,
@@ -41,7 +42,8 @@ def run(ctx) -> dict:
     scenario = ScenarioFolder(folder, a["devices"])
     started: list = []
     slow = CpuLimit(a["slow_device_cpu"]) if a["slow_device_cpu"] else None  # cam-0 as a Raspberry Pi 3
-    with ctx.stack(services=("broker",)) as stack:
+    # dashboard=1 serves the live dashboard (cloud/dashboard) over this run's files while the lab runs.
+    with lab_dashboard(bool(a["dashboard"]), ctx.console, stream_folder=folder), ctx.stack(services=("broker",)) as stack:
         bootstrap = stack.bootstrap_servers
         try:
             # Start-up order for a short time to the first processed prediction: the processor first

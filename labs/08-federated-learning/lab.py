@@ -12,6 +12,7 @@ from cloud.federated.config import FlConfig
 from cloud.federated.deploy import publish_federated_model
 from cloud.federated.partition import plot_histograms, set_name, write_digits_federation
 from cloud.federated.results import centralized_baseline, plot_accuracy, round_line, summarize
+from cloud.dashboard.server import lab_dashboard
 from cloud.labkit.milestones import Milestones
 from cloud.ml.data import digits_split
 from cloud.ml.publish import bundles_dir
@@ -47,6 +48,7 @@ DEFAULTS = {
     "cap_s": 1500.0,  # seconds all federated runs may take before the lab fails naming the milestone it waited for
     "device_eval": False,  # also send evaluate messages after the last round (the deploy step scores the final model)
     "tls": False,  # SuperLink over TLS (certificates from `make certs`, or made in the run folder)
+    "dashboard": False,  # serve the live dashboard (cloud/dashboard) over the runs' journals while the lab runs
     "seed": 0,
 }
 QUICK = {"devices": 3, "rounds": 3, "mild": False, "compare": "fedadam", "dropout": False}
@@ -104,7 +106,9 @@ def run(ctx) -> dict:
 
     existing = superlink_tls_files(ctx.settings)  # certificates from `make certs` turn TLS on
     ca = _use_tls(ctx) if a["tls"] else (existing.ca if existing else None)
-    with ctx.stack(services=("superlink",)) as stack:
+    # dashboard=1 serves the live dashboard (cloud/dashboard) over this run's FL journals while the lab runs.
+    with lab_dashboard(bool(a["dashboard"]), ctx.console, fl_folders=[ctx.run.path / "runs"]), \
+            ctx.stack(services=("superlink",)) as stack:
         ctx.step(f"3. Start {devices} SuperNodes (one per device) against the SuperLink at {stack.superlink_address}")
         federation = Federation(stack.superlink_address, ctx.run.path / "federation", devices, data_dir, ca=ca,
                                 console=ctx.console, health_timeout_s=ctx.settings.health_timeout_s * 4)
