@@ -31,9 +31,13 @@ def compose(overlays: tuple[str, ...], *args: str, env: dict | None = None,
         pytest.fail(f"`{' '.join(args)}` did not finish within {timeout:.0f} s: {exc.stdout} {exc.stderr}")
 
 
-def output(done: subprocess.CompletedProcess) -> str:
-    """The end of a compose command's output, for an assertion message."""
-    return (done.stdout + done.stderr)[-4000:]
+def output(done: subprocess.CompletedProcess, overlays: tuple[str, ...] = ()) -> str:
+    """The end of a compose command's output, and with overlays the services' last log lines, for a failure."""
+    text = (done.stdout + done.stderr)[-4000:]
+    if overlays and done.returncode != 0:
+        logs = compose(overlays, "--profile", "*", "logs", "--tail", "30", timeout=120)
+        text += "\n--- service logs ---\n" + logs.stdout[-6000:]
+    return text
 
 
 def test_compose_lab07_runs_the_lab_scenario_to_the_same_numbers(container_stack):
@@ -41,7 +45,7 @@ def test_compose_lab07_runs_the_lab_scenario_to_the_same_numbers(container_stack
     folder = KIT_ROOT / "runs" / "compose-lab-07"
     try:
         up = compose(overlays, *profile, "up", "-d", "--wait", "--wait-timeout", str(WAIT_S))
-        assert up.returncode == 0, output(up)
+        assert up.returncode == 0, output(up, overlays)
         waited = compose(overlays, *profile, "wait", "report")
         report = compose(overlays, *profile, "logs", "--no-log-prefix", "report")
         print(report.stdout[-6000:])
@@ -70,10 +74,10 @@ def test_compose_lab08_federates_across_supernode_containers(container_stack, ov
     journal_path.unlink(missing_ok=True)
     try:
         up = compose(overlays, *profile, "up", "-d", "--wait", "--wait-timeout", str(WAIT_S), env=env)
-        assert up.returncode == 0, output(up)
+        assert up.returncode == 0, output(up, overlays)
         fl_run = compose(overlays, *profile, "run", "--rm", "fl-run", env=env)
         print(fl_run.stdout[-3000:])
-        assert fl_run.returncode == 0, output(fl_run)
+        assert fl_run.returncode == 0, output(fl_run, overlays)
         journal = json.loads(journal_path.read_text())
         assert journal["status"] == "completed", journal.get("error")
         assert [r["round"] for r in journal["rounds"]] == list(range(1, rounds + 1))

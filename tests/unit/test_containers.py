@@ -123,12 +123,14 @@ def test_overlay_services_run_kit_modules():
     assert checked >= 1
 
 
-def kafka_rule_breaks(env: dict, hostname: str) -> list[str]:
+def kafka_rule_breaks(env: dict, hostname: str, session_timeouts_ms: tuple[int, ...] = ()) -> list[str]:
     """What in a Kafka KRaft service's environment Kafka itself would refuse (empty when nothing).
 
     The rules are Kafka's: a cluster id is the URL-safe base64 of 16 bytes (Uuid.fromString), every
     listener name has a security protocol, advertised listeners are listeners but not controller ones
-    (a combined broker,controller node), and the controller quorum names this node on its controller port.
+    (a combined broker,controller node), the controller quorum names this node on its controller port,
+    and a consumer's session timeout lies within group.min/max.session.timeout.ms (6 s and 30 min by
+    default), else its JoinGroup fails with INVALID_SESSION_TIMEOUT.
     """
     import base64
     import re
@@ -169,12 +171,26 @@ def kafka_rule_breaks(env: dict, hostname: str) -> list[str]:
                       f"on its controller port {sorted(controller_ports)}")
     if "controller" not in env["KAFKA_PROCESS_ROLES"]:
         breaks.append("a single node must take the controller role")
+    low = int(env.get("KAFKA_GROUP_MIN_SESSION_TIMEOUT_MS", 6000))
+    high = int(env.get("KAFKA_GROUP_MAX_SESSION_TIMEOUT_MS", 1_800_000))
+    for timeout in session_timeouts_ms:
+        if not low <= timeout <= high:
+            breaks.append(f"a consumer's session timeout of {timeout} ms is outside the broker's "
+                          f"[{low}, {high}] ms (KAFKA_GROUP_MIN/MAX_SESSION_TIMEOUT_MS)")
     return breaks
+
+
+def kit_session_timeouts_ms() -> tuple[int, ...]:
+    """The session timeouts the kit's consumer groups ask for: the stream processor's and edge.wire's default."""
+    from cloud.streaming.processor import ProcessorService
+    from edge.wire.kafka import consumer_config
+
+    return ProcessorService.SESSION_TIMEOUT_MS, consumer_config("x:9092", "g")["session_timeout_ms"]
 
 
 def test_the_kafka_service_is_configured_as_kafka_requires():
     kafka = compose_services()["kafka"]
-    assert kafka_rule_breaks(kafka["environment"], kafka["hostname"]) == []
+    assert kafka_rule_breaks(kafka["environment"], kafka["hostname"], kit_session_timeouts_ms()) == []
 
 
 @pytest.mark.parametrize("change, complaint", [
@@ -183,8 +199,9 @@ def test_the_kafka_service_is_configured_as_kafka_requires():
     ({"KAFKA_ADVERTISED_LISTENERS": "INTERNAL://kafka:19092,CONTROLLER://kafka:9093"}, "must not be advertised"),
     ({"KAFKA_CONTROLLER_QUORUM_VOTERS": "1@kafka:9092"}, "controller quorum"),
     ({"KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT"}, "EXTERNAL has no"),
+    ({"KAFKA_GROUP_MIN_SESSION_TIMEOUT_MS": 6000}, "session timeout of 3000 ms"),  # Kafka's default minimum
 ])
 def test_the_kafka_rules_catch_what_kafka_refuses(change, complaint):
     kafka = compose_services()["kafka"]
-    breaks = kafka_rule_breaks({**kafka["environment"], **change}, kafka["hostname"])
+    breaks = kafka_rule_breaks({**kafka["environment"], **change}, kafka["hostname"], kit_session_timeouts_ms())
     assert any(complaint in b for b in breaks), breaks
