@@ -58,6 +58,7 @@ class PrivateFlConfig(FlConfig):
     dp_delta: float = 1e-5
     he_preset: str = "8192"
     he_context_path: str = ""  # the clients' public CKKS context (no secret key), put here out of band
+    initial_model_path: str = ""  # start from these weights (.npz: w1, b1, w2, b2), e.g. the deployed model
 
     @classmethod
     def from_run_config(cls, run_config: dict[str, Any]) -> PrivateFlConfig:
@@ -165,9 +166,13 @@ def main(grid: Grid, context: Context) -> None:
             # Refuses (SecretKeyOnServer) if the clients sent a context with its secret key.
             server_context = load_server_context(Path(config.he_context_path).read_bytes())
             journal.data["he_public_context_bytes"] = Path(config.he_context_path).stat().st_size
-        initial = init_params(x_test.shape[1], config.hidden, 10, seed=config.seed)
+        if config.initial_model_path:  # fine-tune what the devices run (lab 12) rather than start from random
+            with np.load(config.initial_model_path) as saved:
+                initial = {k: saved[k].astype(np.float32) for k in ("w1", "b1", "w2", "b2")}
+        else:
+            initial = init_params(x_test.shape[1], config.hidden, 10, seed=config.seed)
         journal.central(0, *evaluate(initial, x_test, y_test))
-        # Round 1 sends the (public, random) initial weights in the clear; from then on, in HE
+        # Round 1 sends the (public) initial weights in the clear; from then on, in HE
         # modes, the global model exists only as the encrypted aggregate.
         global_arrays = params_to_record(initial)
         nodes = wait_for_nodes(grid, config.min_nodes, config.round_timeout)

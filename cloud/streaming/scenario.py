@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,8 +109,9 @@ def start_responder(bootstrap: str, model: InitialModel, artifacts_dir: Path, fo
 
 
 def start_device(bootstrap: str, model: InitialModel, folder: Path, name: str, *, rate: float, duration: float,
-                 drift_at: float | None = None, glitch_rate: float = 0.0, seed: int = 0, count: int | None = None):
-    """Start ``python -m edge.streaming`` for one device; returns (process, stats file, log)."""
+                 drift_at: float | None = None, glitch_rate: float = 0.0, seed: int = 0, count: int | None = None,
+                 extra: Sequence[str] = ()):
+    """Start ``python -m edge.streaming`` for one device (``extra``: more of its flags); returns (process, stats, log)."""
     stats, log = folder / f"{name}.json", folder / f"{name}.log"
     cmd = [sys.executable, "-m", "edge.streaming", "--bootstrap", bootstrap, "--bundle", str(model.bundle),
            "--key", str(model.public_key), "--frames", str(model.frames), "--name", name, "--rate", str(rate),
@@ -119,6 +121,7 @@ def start_device(bootstrap: str, model: InitialModel, folder: Path, name: str, *
         cmd += ["--drift-at", f"{drift_at:.3f}"]
     if count is not None:
         cmd += ["--count", str(count)]
+    cmd += list(extra)
     return procs.start_process(cmd, log, env=child_env(), cwd=KIT_ROOT), stats, log
 
 

@@ -128,3 +128,67 @@ class MultiSink:
         """Close every sink."""
         for sink in self.sinks:
             sink.close()
+
+
+class LabelledWindow:
+    """Keeps the device's last ``capacity`` labelled frames, as the camera gave them, in a file on the device.
+
+    The file is what a federated ClientApp trains on (``edge.federated.client_app``: ``x_train,
+    y_train, x_val, y_val``; every fifth frame held out), so a device can fine-tune on what it
+    sees now without any frame leaving it. ``frame_of(index)`` returns the frame of a reading
+    (``DriftingCamera.frame``); ``save()`` writes the file atomically and is called every
+    ``save_every`` labelled frames and at ``close()``.
+
+    >>> import numpy as np, tempfile
+    >>> frames = {i: np.full(4, i, dtype=np.float32) for i in range(12)}
+    >>> path = Path(tempfile.mkdtemp()) / "device-0.npz"
+    >>> window = LabelledWindow(path, frames.get, capacity=10, save_every=0)
+    >>> for i in range(12):
+    ...     window.write(Prediction("cam-0", i, "m@1", 0, "0", 0.9, true_label=i % 3, latency_us=1.0, t=0.0))
+    >>> window.close(); saved = np.load(path)
+    >>> len(saved["y_train"]), len(saved["y_val"]), float(saved["x_train"][0][0])  # the oldest two fell out
+    (8, 2, 2.0)
+    """
+
+    def __init__(self, path: Path, frame_of, capacity: int = 400, save_every: int = 50) -> None:
+        from collections import deque
+
+        self.path = Path(path)
+        self.frame_of = frame_of
+        self.save_every = save_every
+        self.frames: deque = deque(maxlen=capacity)  # (features, label)
+        self.added = 0
+
+    def write(self, prediction: Prediction) -> None:
+        """Keep a labelled reading's frame; save every ``save_every`` of them."""
+        if prediction.true_label is None:
+            return
+        frame = self.frame_of(prediction.index)
+        if frame is None:
+            return
+        self.frames.append((frame, prediction.true_label))
+        self.added += 1
+        if self.save_every and self.added % self.save_every == 0:
+            self.save()
+
+    def save(self) -> int:
+        """Write the window as train (4 of 5) and held-out (1 of 5) arrays; returns the frames written."""
+        import os
+
+        import numpy as np
+
+        items = list(self.frames)
+        if not items:
+            return 0
+        x = np.stack([f for f, _ in items]).astype(np.float32)
+        y = np.asarray([label for _, label in items], dtype=np.int64)
+        held_out = np.arange(len(items)) % 5 == 4
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.stem + ".tmp.npz")
+        np.savez(tmp, x_train=x[~held_out], y_train=y[~held_out], x_val=x[held_out], y_val=y[held_out])
+        os.replace(tmp, self.path)
+        return len(items)
+
+    def close(self) -> None:
+        """Save what the window holds."""
+        self.save()

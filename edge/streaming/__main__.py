@@ -23,6 +23,7 @@ from edge.serving.device import EdgeDevice
 from edge.serving.keys import load_public_key
 from edge.serving.manifest import BundleError
 from edge.serving.runners import open_runner
+from edge.serving.sinks import LabelledWindow, MultiSink
 from edge.serving.sources import DigitFrames, DriftingCamera
 from edge.streaming.kafka_sink import KafkaSink
 from edge.streaming.settings import DeviceSettings
@@ -52,6 +53,12 @@ def build_parser(settings: DeviceSettings | None = None) -> argparse.ArgumentPar
     p.add_argument("--glitch-rate", type=float, default=0.0, help="fraction of over-exposed frames")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stats", help="write counts as JSON here every second and at exit")
+    p.add_argument("--no-features", action="store_true",
+                   help="keep frames on the device: prediction events carry no features (lab 12)")
+    p.add_argument("--window-file", default=None, metavar="PATH",
+                   help="keep the last --window labelled frames, as seen, in this .npz (x_train, y_train, x_val, "
+                        "y_val: what a federated ClientApp on this device trains on)")
+    p.add_argument("--window", type=int, default=400, help="labelled frames --window-file keeps")
     p.add_argument("--work-dir", default=None, help="where downloaded bundles go (default: a temp folder)")
     return p
 
@@ -73,8 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     frames = DigitFrames.from_file(Path(args.frames), count=args.count, seed=args.seed, rate_hz=args.rate or None)
     camera = DriftingCamera(frames, drift_at=drift_at, glitch_rate=args.glitch_rate, seed=args.seed)
-    sink = KafkaSink(args.bootstrap, name, camera)
-    device = EdgeDevice(runner, camera, sink, name=name, public_key=key)
+    sink = KafkaSink(args.bootstrap, name, camera, send_features=not args.no_features)
+    outputs = sink if args.window_file is None else MultiSink(
+        sink, LabelledWindow(Path(args.window_file), camera.frame, capacity=args.window))
+    device = EdgeDevice(runner, camera, outputs, name=name, public_key=key)
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix=f"edge-{name}-"))
     follower = ModelUpdateFollower(args.bootstrap, device, work / "downloads").start()
     stop = threading.Event()
@@ -114,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         # As fast as possible (--rate 0) the recording is always ahead: predict 16 frames per runner call.
         device.run(stop=stop, batch=16 if args.rate <= 0 else 1)  # closes the sink, which drains the buffer
     except KeyboardInterrupt:
-        sink.close()
+        outputs.close()
     finally:
         stop.set()
         follower.stop()

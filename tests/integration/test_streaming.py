@@ -264,3 +264,29 @@ def test_a_killed_device_rejoins_under_its_old_id_without_corrupting_counts(brok
     assert again.returncode == 0 and final["produced"] == final["delivered"]
     assert store.counts() == {"cam-k": len(in_kafka)}  # every event in the topics, counted once
     assert sum(final["delivered"].values()) == 600  # the new run's 300 readings x 2 events
+
+
+def test_a_private_device_sends_no_frame_and_keeps_its_labelled_window_on_disk(broker, run_settings, tmp_path):
+    # Prepare: one device with --no-features and a window file, 300 readings as fast as it can
+    import json
+
+    import numpy as np
+
+    from cloud.streaming.scenario import prepare_initial_model, start_device
+
+    bootstrap = run_settings.kafka_bootstrap_servers
+    model = prepare_initial_model(run_settings.artifacts_dir, seed=0, epochs=8)
+    window = tmp_path / "cam-p" / "iid" / "device-0.npz"  # where a ClientApp with data-dir cam-p reads partition 0
+    device, stats, log = start_device(bootstrap, model, tmp_path, "cam-p", rate=0, duration=60, count=300,
+                                      extra=["--no-features", "--window-file", str(window), "--window", "250"])
+
+    # Execute
+    wait_until(lambda: device.poll() is not None, "the private device to finish its 300 readings", 60, device, log)
+
+    # Assert: every prediction on Kafka carries no frame; the window holds the newest 250 labelled frames
+    assert device.returncode == 0, log.read_text()[-2000:]
+    events = [json.loads(r.value) for r in read_topic(bootstrap, PREDICTIONS, 300)]
+    assert len(events) == 300 and all(e["features"] == [] for e in events)
+    saved = np.load(window)
+    assert len(saved["y_train"]) + len(saved["y_val"]) == 250 and len(saved["y_val"]) == 50
+    assert saved["x_train"].shape[1] == 64 and saved["x_train"].dtype == np.float32

@@ -204,3 +204,17 @@ def test_a_crashing_device_still_fails_the_run_loudly(tmp_path, in_a_run):
 
     with pytest.raises(FederationError, match="round 1 train: 1 client\\(s\\) failed: node 3: .*ZeroDivisionError"):
         run_server(tmp_path, CrashingGrid(refuse_from=99), min_nodes=2)
+
+
+def test_a_run_starts_from_the_deployed_weights_when_given(tmp_path, in_a_run):
+    from edge.federated.mlp import evaluate, init_params
+
+    deployed = init_params(64, 32, 10, seed=7)
+    path = tmp_path / "deployed.npz"
+    np.savez(path, **deployed)
+    journal = run_server(tmp_path, FakeGrid(refuse_from=99), min_nodes=2, initial_model_path=str(path))
+
+    with np.load(tmp_path / "test.npz") as test:
+        loss, accuracy = evaluate(deployed, test["x_test"], test["y_test"])
+    assert journal["central_initial"] == {"loss": loss, "accuracy": accuracy}  # round 0 is the deployed model
+    assert journal["config"]["initial_model_path"] == str(path)
