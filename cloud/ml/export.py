@@ -1,4 +1,4 @@
-"""Export trained models for the edge: torch -> ONNX (fp32, static int8, dynamic int8), Keras -> TFLite (fp32, int8)."""
+"""Export trained models for the edge: torch -> ONNX (fp32, static int8, dynamic int8), torch -> Keras twin -> TFLite (fp32, int8)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from cloud.ml.data import as_images
+from cloud.ml.models import build_keras_cnn
 
 # Imported inside the functions that use them, to keep this module quick to import: onnxruntime, tensorflow, torch.
 
@@ -156,10 +157,34 @@ def quantize_onnx_dynamic(fp32_path: Path, out_path: Path, op_types: tuple[str, 
     return Path(out_path)
 
 
-def export_tflite(keras_model, path: Path, int8: bool = False, representative_x: np.ndarray | None = None) -> Path:
-    """Convert a Keras model to TFLite: fp32, or full-integer int8 with int8 input and output.
+def keras_twin(torch_cnn):
+    """The Keras CNN (``cloud.ml.models.build_keras_cnn``) carrying the torch CNN's weights, NCHW -> NHWC.
+
+    Convolution kernels go from (out, in, kh, kw) to (kh, kw, in, out); dense kernels are transposed;
+    the first dense layer's 512 inputs are reordered, because torch flattens (C, H, W) and Keras
+    flattens (H, W, C). Logits agree to about 1e-7.
+    """
+    w = {name: t.detach().cpu().numpy() for name, t in torch_cnn.state_dict().items()}
+    fc1 = w["fc1.weight"]  # 64, 512 with inputs in (C=32, H=4, W=4) order
+    fc1 = fc1.reshape(fc1.shape[0], 32, 4, 4).transpose(2, 3, 1, 0).reshape(512, fc1.shape[0])  # 512 (H, W, C), 64
+    model = build_keras_cnn(num_classes=w["fc2.weight"].shape[0])
+    model.set_weights([
+        w["conv1.weight"].transpose(2, 3, 1, 0), w["conv1.bias"],  # 3, 3, 1, 16
+        w["conv2.weight"].transpose(2, 3, 1, 0), w["conv2.bias"],  # 3, 3, 16, 32
+        fc1, w["fc1.bias"],
+        w["fc2.weight"].T, w["fc2.bias"],  # 64, 10
+    ])
+    return model
+
+
+def export_tflite(keras_model, path: Path, int8: bool = False, representative_x: np.ndarray | None = None,
+                  int8_io: bool = True) -> Path:
+    """Convert a Keras model to TFLite: fp32, or full-integer int8 (per-channel weights, int8 activations).
 
     Full int8 needs a representative data set (N, 64 flat digits) to choose activation ranges.
+    ``int8_io=True`` gives the model int8 input and output (the caller quantizes); ``int8_io=False``
+    keeps them float32 with Quantize/Dequantize inside the graph, which LiteRT runs in its own
+    kernels (measured: on an 8x8 digit, numpy quantization around the call cost more than the network).
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
@@ -177,8 +202,9 @@ def export_tflite(keras_model, path: Path, int8: bool = False, representative_x:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = representative
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
+        if int8_io:
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with _quiet_output(), warnings.catch_warnings():

@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 
 from cloud.ml.data import as_images
-from cloud.ml.export import OnnxWeightsTemplate
-from cloud.ml.models import build_keras_cnn, build_torch_cnn
+from cloud.ml.export import OnnxWeightsTemplate, keras_twin
+from cloud.ml.models import build_torch_cnn
 from cloud.ml.publish import ensure_signing_key, publish_onnx_bundle, publish_tflite_bundle
 from cloud.ml.training import torch_accuracy, torch_predict
 from cloud.settings import load_settings
@@ -73,26 +73,6 @@ def fine_tune(model, x: np.ndarray, y: np.ndarray, epochs: int = 15, lr: float =
             loss_fn(new(images[idx]), labels[idx]).backward()
             opt.step()
     return new.eval()
-
-
-def keras_twin(torch_cnn):
-    """The Keras CNN (``cloud.ml.models.build_keras_cnn``) carrying the torch CNN's weights, NCHW -> NHWC.
-
-    Convolution kernels go from (out, in, kh, kw) to (kh, kw, in, out); dense kernels are transposed;
-    the first dense layer's 512 inputs are reordered, because torch flattens (C, H, W) and Keras
-    flattens (H, W, C). Logits agree to about 1e-7.
-    """
-    w = {name: t.detach().cpu().numpy() for name, t in torch_cnn.state_dict().items()}
-    fc1 = w["fc1.weight"]  # 64, 512 with inputs in (C=32, H=4, W=4) order
-    fc1 = fc1.reshape(fc1.shape[0], 32, 4, 4).transpose(2, 3, 1, 0).reshape(512, fc1.shape[0])  # 512 (H, W, C), 64
-    model = build_keras_cnn(num_classes=w["fc2.weight"].shape[0])
-    model.set_weights([
-        w["conv1.weight"].transpose(2, 3, 1, 0), w["conv1.bias"],  # 3, 3, 1, 16
-        w["conv2.weight"].transpose(2, 3, 1, 0), w["conv2.bias"],  # 3, 3, 16, 32
-        fc1, w["fc1.bias"],
-        w["fc2.weight"].T, w["fc2.bias"],  # 64, 10
-    ])
-    return model
 
 
 def publish_tflite_twin(torch_cnn, version: int, bundles_dir: Path, signing_key,

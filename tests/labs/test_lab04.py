@@ -32,7 +32,7 @@ def test_publishes_four_signed_bundles_and_the_public_key(lab04):
     # Assert
     assert len(refs) == 4 and fingerprint(key) == metrics["public_key"]
     assert (out / FRAMES_FILE).exists()
-    assert "trained both CNNs here" in metrics["models"]
+    assert "trained it here" in metrics["models"] and "Keras twin" in metrics["models"]
 
 
 def test_fp32_exports_match_their_source_models(lab04):

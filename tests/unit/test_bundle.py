@@ -120,7 +120,15 @@ def test_wrong_shape_in_manifest_is_refused(onnx_copy, keys):
 
 
 def test_wrong_quantization_in_manifest_is_refused(edge_artifacts, keys, tmp_path):
-    folder = shutil.copytree(edge_artifacts["bundles"]["tflite-int8"], tmp_path / "b")
+    # Prepare: a TFLite model with int8 input (the published int8 bundle takes float and quantizes inside)
+    from cloud.ml.export import export_tflite
+    from cloud.ml.models import build_keras_cnn
+    from cloud.ml.publish import publish_model_file
+
+    model = export_tflite(build_keras_cnn(), tmp_path / "model.tflite", int8=True,
+                          representative_x=edge_artifacts["x_test"][:32], int8_io=True)
+    folder = publish_model_file(model, runtime="litert", name="int8-io", version=1, out_dir=tmp_path / "out",
+                                signing_key=keys[0], precision="int8", layout="NHWC")
     edit_manifest(folder, lambda m: m["inputs"][0].update(scale=m["inputs"][0]["scale"] * 2))
     sign_bundle(folder, keys[0], refresh_checksums=False)
     with pytest.raises(ModelMismatchError, match="quantization: manifest says scale="):
