@@ -116,7 +116,9 @@ def train_private(x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray, 
     sampled) are processed in physical chunks of at most max_physical_batch_size by
     BatchMemoryManager; the optimizer steps once per logical batch. ε is reported by both
     the PRV and the RDP accountant for the same (σ, q, steps). grad_sample_mode picks how
-    Opacus computes per-sample gradients ("hooks", "functorch", "ew"); all give the same DP-SGD.
+    Opacus computes per-sample gradients ("hooks", "functorch", "ew") or their norms only
+    ("ghost": ghost clipping, two backward passes and no per-sample gradient tensors); all give
+    the same DP-SGD.
     """
     if (target_epsilon is None) == (noise_multiplier is None):
         raise ValueError("give exactly one of target_epsilon (e.g. 3.0) or noise_multiplier (e.g. 1.0), "
@@ -143,15 +145,18 @@ def _train_private(x_train, y_train, x_eval, y_eval, target_epsilon, noise_multi
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     loader = _loader(x_train, y_train, batch_size, seed)
     engine = PrivacyEngine(accountant=accountant)
+    loss_fn = nn.CrossEntropyLoss()
     common = dict(module=model, optimizer=optimizer, data_loader=loader, max_grad_norm=max_grad_norm,
                   poisson_sampling=True, noise_generator=torch.Generator().manual_seed(seed + 1),
-                  grad_sample_mode=grad_sample_mode)
+                  grad_sample_mode=grad_sample_mode, criterion=loss_fn)
     if target_epsilon is not None:
-        model, optimizer, loader = engine.make_private_with_epsilon(
-            target_epsilon=target_epsilon, target_delta=delta, epochs=epochs, **common)
+        wrapped = engine.make_private_with_epsilon(target_epsilon=target_epsilon, target_delta=delta,
+                                                   epochs=epochs, **common)
     else:
-        model, optimizer, loader = engine.make_private(noise_multiplier=noise_multiplier, **common)
-    loss_fn = nn.CrossEntropyLoss()
+        wrapped = engine.make_private(noise_multiplier=noise_multiplier, **common)
+    ghost = grad_sample_mode == "ghost"
+    # Ghost clipping also hands back a wrapped criterion whose backward() runs both passes.
+    model, optimizer, loss_fn, loader = wrapped if ghost else (*wrapped[:2], loss_fn, wrapped[2])
     result = TrainResult(model=model, private=True, accuracy=0.0, epochs=epochs,
                          noise_multiplier=float(optimizer.noise_multiplier),
                          sample_rate=1 / len(loader), delta=delta, max_grad_norm=max_grad_norm)
@@ -164,7 +169,10 @@ def _train_private(x_train, y_train, x_eval, y_eval, target_epsilon, noise_multi
                 optimizer.zero_grad()
                 logits = model(images)  # images: B, 1, 8, 8; B may be 0 (Poisson sampling drew nobody)
                 # An empty batch still takes its noise-only step: skipping it would leak that it was empty.
-                loss = loss_fn(logits, labels) if len(labels) else logits.sum() * 0.0
+                if len(labels) or ghost:  # ghost's criterion sums an empty batch's per-sample losses to 0
+                    loss = loss_fn(logits, labels)
+                else:
+                    loss = logits.sum() * 0.0
                 loss.backward()
                 optimizer.step()  # clips and noises only at the end of a logical batch
                 total, seen = total + loss.item() * len(labels), seen + len(labels)

@@ -59,14 +59,23 @@ def weighted_sum(context, updates: list[list[bytes]], weights: list[float]) -> l
     for i in range(chunks.pop()):
         acc = None
         for update, weight in zip(updates, weights):
-            term = ts.ckks_vector_from(context, update[i]) * float(weight)  # a new ciphertext, no copy
+            try:
+                term = ts.ckks_vector_from(context, update[i]) * float(weight)  # a new ciphertext, no copy
+            except ValueError as error:  # TenSEAL says "scale out of bounds" when no level is left
+                raise ValueError(f"cannot weight ciphertexts in this context ({error}): it has no level for a "
+                                 "multiplication (a depth-0 preset such as '4096-preweighted'); clients multiply "
+                                 "their update by n_k / n before encrypting and the server uses plain_sum") from error
             acc = term if acc is None else acc.add_(term)  # in place
         total.append(acc.serialize())
     return total
 
 
 def plain_sum(context, updates: list[list[bytes]]) -> list[bytes]:
-    """Σ_k update_k without any multiplication (uses no level): for a scale-free depth-0 context."""
+    """Σ_k update_k without any multiplication (uses no level): FedAvg for pre-weighted updates at depth 0.
+
+    With a depth-0 preset ("4096-preweighted") client k sends Enc((n_k / n) · w_k), so the sum is
+    the FedAvg aggregate; the server needs no level and the ciphertexts one data prime only.
+    """
     ts = import_tenseal()
 
     total = []

@@ -71,14 +71,78 @@ class HEParams:
         return f"N={self.poly_modulus_degree} [{primes}] 2^{self.scale_bits}"
 
 
-# Depth 1 (one plaintext multiplication): enough for weighted aggregation and a linear model.
-# At N=4096 the primes may total at most 109 bits (128-bit security), so the scale drops to 2^30.
+# SEAL's largest total coefficient-modulus bits per ring degree N for 128, 192 and 256-bit security
+# (the HomomorphicEncryption.org standard, as CoeffModulus::MaxBitCount). TenSEAL's default context
+# refuses anything above the 128-bit column.
+SECURITY_MAX_BITS = {
+    256: {1024: 14, 2048: 29, 4096: 58, 8192: 118, 16384: 237, 32768: 476},
+    192: {1024: 19, 2048: 37, 4096: 75, 8192: 152, 16384: 305, 32768: 611},
+    128: {1024: 27, 2048: 54, 4096: 109, 8192: 218, 16384: 438, 32768: 881},
+}
+
+
+def security_bits(params: HEParams) -> int:
+    """The highest standard security level (256, 192 or 128 bits) these parameters reach; 0 below 128.
+
+    Examples
+    --------
+    >>> security_bits(HEParams(4096, (35, 32, 42), 32)), security_bits(HEParams(8192, (60, 40, 60), 40))
+    (128, 128)
+    >>> security_bits(HEParams(4096, (40, 40, 40), 30))
+    0
+    """
+    total = sum(params.coeff_mod_bit_sizes)
+    for level in (256, 192, 128):
+        if total <= SECURITY_MAX_BITS[level].get(params.poly_modulus_degree, 0):
+            return level
+    return 0
+
+
+def max_abs_value(params: HEParams) -> float:
+    """About the largest |value| a decrypted FedAvg result may have before it wraps around modulo q0.
+
+    After the last rescale one data prime q0 is left, and it must hold value x scale:
+    |value| < q0 / (2 scale). At depth 0 (add-only) the scale is the encryption scale; after
+    one ciphertext-times-weight product it is scale^2 / q1. Inputs of a weighted average (weights
+    summing to 1) obey the same bound; a plain sum of K inputs needs K times the room.
+
+    Examples
+    --------
+    >>> max_abs_value(HEParams(4096, (35, 32, 42), 32)), max_abs_value(HEParams(4096, (45, 60), 35))
+    (4.0, 512.0)
+    """
+    bits = params.coeff_mod_bit_sizes
+    final_scale = params.scale_bits if params.depth < 1 else 2 * params.scale_bits - bits[1]
+    return 2.0 ** (bits[0] - 1 - final_scale)
+
+
+# Measured by `make bench-privacy` (100,000 values, 10 clients, FedAvg; issue 14 row P5) and, in
+# brackets, on lab 10's 2,410 MLP weights (|w| up to about 2):
+#   8192              depth 1  14.7x float32, max error 3e-8 [2e-7]
+#   4096              depth 1  10.5x, 1.6e-5 [5e-5]
+#   4096-fedavg       depth 1   9.9x, 5e-6 [4e-5]; |values| < 4 (q0 = 35 bits over a scale of 2^32)
+#   4096-preweighted  depth 0   6.8x, 5e-7 [3e-7]; |values| < 512; the server may only add ciphertexts
+# At N=4096 the primes may total at most 109 bits (128-bit security). A fresh ciphertext costs
+# about 2 x N x (data-prime bits) / 8 bytes after SEAL's compression: fewer data primes, smaller updates.
 PRESETS = {
+    # Depth 1 (one plaintext multiplication): weighted aggregation (cloud.private.he.weighted_sum)
+    # and the encrypted linear model.
     "8192": HEParams(8192, (60, 40, 60), 40),
+    # Encrypted inference at N=4096: logits need room (|value| < 256), so q0 = 39 bits over 2^30.
     "4096": HEParams(4096, (39, 30, 40), 30),
+    # The smallest depth-1 set under 10x float32 whose weighted aggregate stays within 1e-5 on small
+    # updates; it only holds values with |v| < 4 (KeyHolder.encrypt refuses larger ones).
+    "4096-fedavg": HEParams(4096, (35, 32, 42), 32),
+    # Depth 0: no multiplication at all, so one data prime. Clients multiply their update by
+    # n_k / n before encrypting and the server only adds (cloud.private.he.plain_sum).
+    "4096-preweighted": HEParams(4096, (45, 60), 35),
     # TenSEAL's tutorial parameters (depth 2) with Galois keys: the baseline the bench compares with.
     "8192-depth2": HEParams(8192, (60, 40, 40, 60), 40, galois_keys=True),
 }
+# The kit's default for encrypted FedAvg: smallest, most precise and quickest to sum of the
+# candidates (issue 14, P5). It needs pre-weighting clients and an add-only server; code that
+# weights on the server (weighted_sum) names "4096-fedavg" or "8192" instead.
+DEFAULT_PRESET = "4096-preweighted"
 
 
 def pack(values: np.ndarray, slots: int) -> list[np.ndarray]:
@@ -128,7 +192,7 @@ class KeyHolder:
         self.params = params
 
     @classmethod
-    def create(cls, params: HEParams | str = "8192") -> KeyHolder:
+    def create(cls, params: HEParams | str = DEFAULT_PRESET) -> KeyHolder:
         """New keys for the given parameters (a preset name or HEParams). Keys are random by design: no seed."""
         ts = import_tenseal()
 
@@ -160,7 +224,14 @@ class KeyHolder:
         return self.context.serialize(save_secret_key=True, save_galois_keys=False, save_relin_keys=False)
 
     def encrypt(self, values: np.ndarray) -> list[bytes]:
-        """Encrypt a flat vector packed into full ciphertexts (N/2 values each); serialized ciphertexts."""
+        """Encrypt a flat vector packed into full ciphertexts (N/2 values each); ValueError if it would not fit."""
+        values = np.asarray(values, dtype=np.float64)
+        limit = max_abs_value(self.params)
+        largest = float(np.abs(values).max()) if values.size else 0.0
+        if not largest < limit:  # also refuses NaN
+            raise ValueError(f"largest |value| {largest:.3g} does not fit {self.params.describe()}: a FedAvg "
+                             f"aggregate must stay below {limit:g} or it wraps around silently; use a preset "
+                             "with more room (PRESETS['8192'] holds values up to 2^19)")
         ts = import_tenseal()
 
         return [ts.ckks_vector(self.context, chunk).serialize() for chunk in pack(values, self.params.slots)]
