@@ -134,7 +134,8 @@ class LabelledWindow:
     """Keeps the device's last ``capacity`` labelled frames, as the camera gave them, in a file on the device.
 
     The file is what a federated ClientApp trains on (``edge.federated.client_app``: ``x_train,
-    y_train, x_val, y_val``; every fifth frame held out), so a device can fine-tune on what it
+    y_train, x_val, y_val``; every fifth frame held out; ``t_first``, when the oldest frame was
+    seen, tells whether the window is all new since some moment), so a device can fine-tune on what it
     sees now without any frame leaving it. ``frame_of(index)`` returns the frame of a reading
     (``DriftingCamera.frame``); ``save()`` writes the file atomically and is called every
     ``save_every`` labelled frames and at ``close()``.
@@ -156,7 +157,7 @@ class LabelledWindow:
         self.path = Path(path)
         self.frame_of = frame_of
         self.save_every = save_every
-        self.frames: deque = deque(maxlen=capacity)  # (features, label)
+        self.frames: deque = deque(maxlen=capacity)  # (features, label, time seen)
         self.added = 0
 
     def write(self, prediction: Prediction) -> None:
@@ -166,7 +167,7 @@ class LabelledWindow:
         frame = self.frame_of(prediction.index)
         if frame is None:
             return
-        self.frames.append((frame, prediction.true_label))
+        self.frames.append((frame, prediction.true_label, prediction.t))
         self.added += 1
         if self.save_every and self.added % self.save_every == 0:
             self.save()
@@ -180,12 +181,13 @@ class LabelledWindow:
         items = list(self.frames)
         if not items:
             return 0
-        x = np.stack([f for f, _ in items]).astype(np.float32)
-        y = np.asarray([label for _, label in items], dtype=np.int64)
+        x = np.stack([f for f, _, _ in items]).astype(np.float32)
+        y = np.asarray([label for _, label, _ in items], dtype=np.int64)
         held_out = np.arange(len(items)) % 5 == 4
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.stem + ".tmp.npz")
-        np.savez(tmp, x_train=x[~held_out], y_train=y[~held_out], x_val=x[held_out], y_val=y[held_out])
+        np.savez(tmp, x_train=x[~held_out], y_train=y[~held_out], x_val=x[held_out], y_val=y[held_out],
+                 t_first=np.float64(items[0][2]))
         os.replace(tmp, self.path)
         return len(items)
 
