@@ -19,7 +19,7 @@ TITLE = "Export and quantize for the edge: ONNX and TFLite, fp32 and int8, signe
 DEFAULTS = {
     "seed": 42,
     "epochs": 15,  # torch epochs when lab 03's models are not there
-    "keras_epochs": 10,  # Keras epochs when lab 03's models are not there
+    "keras_epochs": 10,  # ignored: the TFLite bundles carry the torch CNN's weights (kept so old ARGS still parse)
     "calibration": 256,  # calibration / representative samples from the training split
     "repeats": 3000,  # single-sample latency measurements per runtime
     "version": 1,  # version of the published bundles
