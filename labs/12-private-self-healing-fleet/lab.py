@@ -16,11 +16,11 @@ TITLE = "Capstone: a private, self-healing edge fleet (drift -> private federate
 # with what it sees now; a dp+he Flower run fine-tunes the deployed model on those windows (no frame leaves
 # a device, the server cannot read an update); device 0, the fleet's key holder, decrypts the aggregate;
 # the cloud signs it and sends it; every device swaps and streams `after_update` labelled events on it.
-DEFAULTS = {"devices": 4, "drifted": 2, "drift_at": 20.0, "rate": 40.0, "window": 400, "rounds": 3,
-            "local_epochs": 3, "lr": 1.0, "batch_size": 32, "noise_multiplier": 1.1, "max_grad_norm": 2.0,
+DEFAULTS = {"devices": 4, "drifted": 2, "drift_at": 20.0, "rate": 40.0, "window": 800, "rounds": 3,
+            "local_epochs": 3, "lr": 0.75, "batch_size": 32, "noise_multiplier": 1.1, "max_grad_norm": 1.0,
             "budget": 8.0, "delta": 1e-5, "hidden": 32, "he_preset": "8192", "pretrain_epochs": 30,
             "after_update": 300, "cap": 900.0, "dashboard": 1, "seed": 0}
-QUICK = {"devices": 2, "drifted": 1, "drift_at": 10.0, "window": 300, "rounds": 2, "after_update": 150,
+QUICK = {"devices": 2, "drifted": 1, "drift_at": 10.0, "window": 600, "rounds": 2, "after_update": 150,
          "dashboard": 0}
 MODEL_NAME = "digits-fleet"
 WINDOW_SET = "window"  # the partition set the SuperNodes read: <data>/window/device-N.npz, written by each device
