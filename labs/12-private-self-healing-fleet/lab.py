@@ -20,7 +20,7 @@ DEFAULTS = {"devices": 4, "drifted": 2, "drift_at": 20.0, "rate": 40.0, "window"
             "local_epochs": 3, "lr": 0.75, "batch_size": 32, "noise_multiplier": 1.1, "max_grad_norm": 1.0,
             "budget": 8.0, "delta": 1e-5, "hidden": 32, "he_preset": "8192", "pretrain_epochs": 30,
             "after_update": 300, "cap": 900.0, "dashboard": 1, "seed": 0}
-QUICK = {"devices": 2, "drifted": 1, "drift_at": 10.0, "window": 600, "rounds": 2, "after_update": 150,
+QUICK = {"devices": 2, "drifted": 1, "drift_at": 10.0, "window": 600, "rounds": 3, "after_update": 150,
          "dashboard": 0}
 MODEL_NAME = "digits-fleet"
 WINDOW_SET = "window"  # the partition set the SuperNodes read: <data>/window/device-N.npz, written by each device
