@@ -1,8 +1,11 @@
-"""Deploy the federated model: the numpy MLP as an ONNX graph, signed into a bundle devices verify.
+"""Deploy the federated model: the numpy MLP as an ONNX graph or a TFLite file, signed into a bundle devices verify.
 
-The graph is built with the ``onnx`` helper API (no torch needed, since the model never was torch)::
+The ONNX graph is built with the ``onnx`` helper API (no torch needed, since the model never was torch)::
 
     features (N, 64) -> Gemm(w1, b1) -> Relu -> Gemm(w2, b2) -> logits (N, 10)
+
+The TFLite file (for LiteRT devices) is the same two dense layers in Keras, carrying the same
+weights (a Keras ``Dense`` kernel is (inputs, units), as ``w1`` is), converted by TensorFlow.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import numpy as np
 from cloud.ml.publish import bundles_dir, ensure_signing_key, publish_model_file
 from edge.federated.mlp import PARAM_NAMES, Params, check_params
 
-# Imported inside the functions that use them, to keep this module quick to import: onnx.
+# Imported inside the functions that use them, to keep this module quick to import: onnx, keras, tensorflow.
 
 ONNX_OPSET = 17  # supported by onnxruntime on the Pi and the host alike
 
@@ -49,12 +52,45 @@ def mlp_to_onnx(params: Params, path: Path) -> Path:
     return path
 
 
+def mlp_to_keras(params: Params):
+    """The MLP as a Keras model with the same weights: input (N, 64) ``features``, output (N, 10) logits."""
+    import keras
+    from keras import layers
+
+    check_params(params)
+    features, hidden = params["w1"].shape
+    model = keras.Sequential([keras.Input(shape=(features,), name="features"),
+                              layers.Dense(hidden, activation="relu", name="dense1"),  # N, H
+                              layers.Dense(params["w2"].shape[1], name="dense2")],  # N, C logits
+                             name="federated_digits_mlp")
+    model.set_weights([np.asarray(params[k], dtype=np.float32) for k in PARAM_NAMES])
+    return model
+
+
+def mlp_to_tflite(params: Params, path: Path) -> Path:
+    """Write the MLP as an fp32 TFLite model (for LiteRT devices); its logits match the ONNX graph's to ~1e-6."""
+    from cloud.ml.export import export_tflite
+
+    return export_tflite(mlp_to_keras(params), path)
+
+
+RUNTIME_EXPORTS = {"onnxruntime": ("model.onnx", mlp_to_onnx), "litert": ("model.tflite", mlp_to_tflite)}
+
+
 def publish_federated_model(params: Params, artifacts_dir: Path, name: str = "digits-fedavg-mlp",
-                            version: int = 1, metrics: dict[str, float] | None = None) -> Path:
-    """Export the global model to ONNX and sign it into ``artifacts/bundles/name@version``; returns the folder."""
+                            version: int = 1, metrics: dict[str, float] | None = None,
+                            runtime: str = "onnxruntime") -> Path:
+    """Export the global model for ``runtime`` and sign it into a bundle folder; returns the folder.
+
+    ONNX bundles go to ``artifacts/bundles/name@version``, TFLite ones (``runtime="litert"``) to
+    ``artifacts/bundles/tflite/name@version``: one update, one bundle per runtime, each signed.
+    """
+    if runtime not in RUNTIME_EXPORTS:
+        raise ValueError(f"runtime={runtime!r}: choose one of {sorted(RUNTIME_EXPORTS)}")
+    file_name, export = RUNTIME_EXPORTS[runtime]
     key = ensure_signing_key(artifacts_dir)
+    out_dir = bundles_dir(artifacts_dir) / ("tflite" if runtime == "litert" else "")
     with tempfile.TemporaryDirectory() as tmp:
-        model_file = mlp_to_onnx(params, Path(tmp) / "model.onnx")
-        return publish_model_file(model_file, runtime="onnxruntime", name=name, version=version,
-                                  out_dir=bundles_dir(artifacts_dir), signing_key=key, layout="NF",
-                                  metrics=metrics)
+        model_file = export(params, Path(tmp) / file_name)
+        return publish_model_file(model_file, runtime=runtime, name=name, version=version,
+                                  out_dir=out_dir, signing_key=key, layout="NF", metrics=metrics)

@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def write_stats(final: bool = False) -> dict[str, Any]:
         """The device's counts (also to --stats, atomically)."""
-        stats = {"device": name, "served": device.served, "model": device.model, **sink.stats(),
+        stats = {"device": name, "served": device.served, "model": device.model,
+                 "runtime": getattr(device.runner, "runtime", None), **sink.stats(),
                  "served_by_model": dict(device.served_by_model), "updates": follower.applied,
                  "started_at": started_at, "drift_at": drift_at, "final": final, "t": time.time()}
         if args.stats:

@@ -2,8 +2,10 @@
 
 compose/lab-07.yml runs lab 07's streaming scenario (drift, retrain, signed update, swap) and its one-shot
 ``report`` service checks the same milestones and numbers as tests/labs/test_lab07.py; compose/lab-08.yml
-federates across three SuperNode containers, with and without compose/tls.yml in front of the SuperLink.
-Results land in the checkout's runs/compose-lab-07 and runs/compose-lab-08, as they do for a learner.
+federates across three SuperNode containers, with and without compose/tls.yml in front of the SuperLink;
+compose/lab-12.yml runs lab 12's private self-healing fleet (device and trainer containers, the ``heal``
+one-shot) and is held to the numbers of tests/labs/test_lab12.py.
+Results land in the checkout's runs/compose-lab-NN, as they do for a learner.
 """
 
 import json
@@ -12,7 +14,7 @@ import shutil
 import subprocess
 
 import pytest
-from scenario_checks import check_streaming_scenario
+from scenario_checks import FLEET_MILESTONES, check_fleet_scenario, check_streaming_scenario
 
 from cloud.settings import KIT_ROOT, StackSettings
 from cloud.stack.compose import compose_command, compose_env
@@ -87,3 +89,24 @@ def test_compose_lab08_federates_across_supernode_containers(container_stack, ov
         compose(overlays, *profile, "down", "--volumes", "--remove-orphans", env=env)
         if made_certs:
             shutil.rmtree(certs, ignore_errors=True)
+
+
+def test_compose_lab12_heals_the_fleet_in_containers_to_the_same_numbers(container_stack):
+    overlays, profile = ("lab-12",), ("--profile", "lab-12")
+    folder = KIT_ROOT / "runs" / "compose-lab-12"
+    (KIT_ROOT / "artifacts").mkdir(exist_ok=True)  # bind-mounted: made by you, not by the engine as root
+    try:
+        up = compose(overlays, *profile, "up", "-d", "--wait", "--wait-timeout", str(WAIT_S))
+        assert up.returncode == 0, output(up, overlays)
+        waited = compose(overlays, *profile, "wait", "heal")
+        heal = compose(overlays, *profile, "logs", "--no-log-prefix", "heal")
+        print(heal.stdout[-8000:])
+        assert waited.returncode == 0 and waited.stdout.strip().endswith("0"), output(heal, overlays)
+        metrics = json.loads((folder / "summary.json").read_text())
+        check_fleet_scenario(metrics)  # the numbers `make lab-12` is held to
+        assert metrics["milestones"][:2] == ["2 devices streaming", "drift injected"]
+        assert "2 SuperNodes online" in metrics["milestones"]  # the two trainer containers
+        assert [m for m in metrics["milestones"] if m in FLEET_MILESTONES][-1] == "counts settled"
+        assert (folder / "timeline.png").exists()
+    finally:
+        compose(overlays, *profile, "down", "--volumes", "--remove-orphans")

@@ -18,7 +18,8 @@ from cloud.settings import KIT_ROOT
 from cloud.stack.compose import compose_command
 
 KIT = [sys.executable, "-m", "cloud.cli"]
-USER_SERVICES = ("serverapp", "cloud", "stream-model", "processor", "drift", "cam-0", "supernode", "fl-run")
+USER_SERVICES = ("serverapp", "cloud", "stream-model", "processor", "drift", "cam-0", "supernode", "fl-run",
+                 "fleet-setup", "cam-1-trainer", "heal")
 
 
 def compose_config(*files: str, env: dict | None = None) -> dict:
@@ -50,7 +51,7 @@ def test_both_images_run_the_kit_commands(container_stack):
 def test_every_kit_container_runs_as_the_host_user(container_stack):
     env = {"KIT_UID": "4321", "KIT_GID": "4322"}
     services = {}
-    for overlay in ((), ("lab-07",), ("lab-08",), ("lab-08", "tls")):
+    for overlay in ((), ("lab-07",), ("lab-08",), ("lab-08", "tls"), ("lab-12",)):
         services.update(compose_config(*overlay, env=env)["services"])
     found = {name: services[name].get("user") for name in USER_SERVICES}
     assert found == dict.fromkeys(USER_SERVICES, "4321:4322")

@@ -9,14 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from dashboard_browser import chromium_missing, launched_chromium
 
 from cloud.dashboard.server import DashboardServer
 from cloud.streaming.store import EventStore
 from edge.wire.events import Alert
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
 DEVICES = ["cam-0", "cam-1", "cam-2"]
 WAIT_MS = 15_000  # per expectation: the machine is busy, the page updates every 0.2 s
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -25,13 +23,10 @@ HOSTILE = "<img src=x onerror=alert(1)>"
 @pytest.fixture(scope="module")
 def browser() -> Iterator:
     """One headless chromium for the module (Playwright's own browser download is never used)."""
-    if not CHROMIUM.exists():
-        pytest.skip("no /usr/bin/chromium: `apt-get install -y chromium` (Debian's browser; Playwright drives it)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install the dev extra (playwright)")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+    if missing := chromium_missing():
+        pytest.skip(missing)
+    with launched_chromium() as browser:
         yield browser
-        browser.close()
 
 
 def write_stats(folder: Path, device: str, model: str, served: int, file_name: str | None = None) -> None:

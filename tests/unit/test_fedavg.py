@@ -221,3 +221,26 @@ def test_onnx_export_of_the_mlp_matches_numpy_exactly(tmp_path):
     x = np.random.default_rng(0).random((7, 64)).astype(np.float32)
     logits = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"features": x})[0]
     np.testing.assert_allclose(logits, forward(params, x), rtol=1e-5, atol=1e-5)
+
+
+def test_both_runtimes_bundles_of_the_mlp_verify_and_agree_with_numpy(tmp_path):
+    pytest.importorskip("tensorflow")
+    from cloud.federated.deploy import publish_federated_model
+    from cloud.ml.publish import bundles_dir
+    from edge.federated.mlp import forward
+    from edge.serving.bundle import load_bundle
+    from edge.serving.keys import PUBLIC_KEY_FILE, load_public_key
+    from edge.serving.runners import open_runner
+
+    params = init_params(seed=5)
+    x = np.random.default_rng(0).random((7, 64)).astype(np.float32)
+    folders = {runtime: publish_federated_model(params, tmp_path, name="fleet", version=2, runtime=runtime)
+               for runtime in ("onnxruntime", "litert")}
+    key = load_public_key(bundles_dir(tmp_path) / PUBLIC_KEY_FILE)
+    for runtime, folder in folders.items():
+        runner = open_runner(load_bundle(folder, key))  # verifies the signature and checksums
+        assert runner.runtime == runtime and runner.ref == "fleet@2"
+        np.testing.assert_allclose(runner.predict_batch(x), forward(params, x), rtol=1e-4, atol=1e-4)
+    assert folders["litert"].parent.name == "tflite" and folders["litert"] != folders["onnxruntime"]
+    with pytest.raises(ValueError, match="runtime='tensorrt'"):
+        publish_federated_model(params, tmp_path, runtime="tensorrt")

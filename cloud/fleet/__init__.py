@@ -1,0 +1,1 @@
+"""Lab 12's private, self-healing fleet: streaming drift detection answered by DP + CKKS federated retraining and a signed update, as steps the lab and compose/lab-12.yml share. May import cloud.streaming, cloud.federated, cloud.labkit, cloud.ml, cloud.stack, cloud.settings and edge."""
