@@ -42,6 +42,7 @@ from cloud.streaming.scenario import accuracy
 MODEL_NAME = "digits-fleet"
 WINDOW_SET = "window"  # the partition set the SuperNodes read: <data>/window/device-N.npz, written by each device
 RUNTIMES = ("onnxruntime", "litert")
+RUNTIME_LABELS = {"onnxruntime": "ONNX", "litert": "LiteRT"}  # short names for the results table
 # The scenario's settings (lab 12's DEFAULTS and QUICK; compose/lab-12.yml runs the quick ones).
 DEFAULTS = {"devices": 4, "drifted": 2, "drift_at": 20.0, "rate": 40.0, "window": 800, "rounds": 3,
             "local_epochs": 3, "lr": 0.75, "batch_size": 32, "noise_multiplier": 1.1, "max_grad_norm": 1.0,
@@ -109,10 +110,11 @@ def prepare_fleet(artifacts_dir: Path, data_dir: Path, devices: int, runtimes: l
     np.savez(data_dir / "v1.npz", **params)
     np.savez(data_dir / "central_test.npz", x_test=split.x_test, y_test=split.y_test)
     save_frames(data_dir / "frames.npz", split.x_test, split.y_test)
+    # Keys first: TenSEAL must be imported before the TFLite export loads TensorFlow (edge.private.he).
+    keys = share_keys([state_dir(data_dir, i) for i in range(devices)], data_dir / "server", he_preset)
     bundles = {runtime: publish_federated_model(params, artifacts_dir, name=MODEL_NAME, version=1,
                                                 metrics={"test_accuracy": test_accuracy}, runtime=runtime)
                for runtime in sorted(set(runtimes))}
-    keys = share_keys([state_dir(data_dir, i) for i in range(devices)], data_dir / "server", he_preset)
     fleet = FleetModel(bundles, bundles_dir(artifacts_dir) / PUBLIC_KEY_FILE, data_dir / "v1.npz",
                        data_dir / "central_test.npz", data_dir / "frames.npz", float(test_accuracy),
                        {k: str(v) if isinstance(v, Path) else v for k, v in keys.items()})
@@ -358,7 +360,7 @@ def summarize(scenario: ScenarioFolder, fleet: FleetModel, healing: Healing, a: 
                             "epsilon": eps, "budget": a["budget"], "model": s.get("model"),
                             "produced": sum(s.get("produced", {}).values()),
                             "acknowledged": sum(s.get("delivered", {}).values()), "processed": counts.get(name, 0)}
-        device_rows.append((name, "yes" if i < drifted else "no", runtimes[i], round(before, 3),
+        device_rows.append((name, "yes" if i < drifted else "no", RUNTIME_LABELS[runtimes[i]], round(before, 3),
                             round(after_drift, 3), round(after_update, 3), f"{eps:.2f} / {a['budget']:g}",
                             str(s.get("model", "?")).replace(MODEL_NAME, "")))
 
