@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from cloud.labkit.milestones import MilestoneMissed, Milestones
-from cloud.streaming.report import ScenarioFolder
+from cloud.streaming.report import ScenarioFolder, print_tables
 from cloud.streaming.scenario import accuracy
 
 # Imported inside the functions that use them, to keep this module quick to import: kafka, matplotlib,
@@ -459,19 +459,6 @@ def _settings(args) -> dict[str, Any]:
             "window": args.window, "runtimes": args.runtimes}
 
 
-def _print_tables(console, tables) -> None:
-    """Print (title, columns, rows) tables with rich."""
-    from rich.table import Table
-
-    for title, columns, rows in tables:
-        table = Table(title=title)
-        for column in columns:
-            table.add_column(column)
-        for row in rows:
-            table.add_row(*[f"{v:.3f}" if isinstance(v, float) else "-" if v is None else str(v) for v in row])
-        console.print(table)
-
-
 def _cmd_setup(args, console) -> int:
     """Empty the scenario folder, then train and sign digits-fleet@1 and share the fleet's CKKS keys."""
     import shutil
@@ -532,7 +519,7 @@ def _cmd_heal(args, console) -> int:
         console.print(f"[red]{exc}[/]")
         return 1
     report = summarize(scenario, fleet, healing, a, data_dir, runtimes, milestones, t0, started)
-    _print_tables(console, report["tables"])
+    print_tables(console, report["tables"])
     (folder / "summary.json").write_text(json.dumps(report["metrics"], indent=2, default=str))
     report["figure"].savefig(folder / "timeline.png", dpi=110, bbox_inches="tight")
     plt.close(report["figure"])

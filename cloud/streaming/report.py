@@ -187,20 +187,25 @@ def follow(scenario: ScenarioFolder, after_update: int, milestones: Milestones,
     return {"drift_started": min(drift), "drift_all": max(drift), "devices_started": min(starts)}
 
 
-def print_summary(console, report: dict[str, Any], title: str) -> None:
-    """Print the per-device table and the summary table."""
+def print_tables(console, tables) -> None:
+    """Print (title, columns, rows) tables with rich: floats to 3 decimals, None as '-'."""
     from rich.table import Table
 
-    for name, columns, rows in (
-            ("events per device", ["device", "produced", "acknowledged", "processed (once)", "model at the end"],
-             report["device_rows"]),
-            (title, ["measure", "value"], report["summary_rows"])):
+    for name, columns, rows in tables:
         table = Table(title=name)
         for column in columns:
             table.add_column(column)
         for row in rows:
             table.add_row(*[f"{v:.3f}" if isinstance(v, float) else "-" if v is None else str(v) for v in row])
         console.print(table)
+
+
+def print_summary(console, report: dict[str, Any], title: str) -> None:
+    """Print the per-device table and the summary table."""
+    print_tables(console, (
+        ("events per device", ["device", "produced", "acknowledged", "processed (once)", "model at the end"],
+         report["device_rows"]),
+        (title, ["measure", "value"], report["summary_rows"])))
 
 
 def main(argv: list[str] | None = None) -> int:
