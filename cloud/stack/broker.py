@@ -70,21 +70,28 @@ def broker_answers(bootstrap: str, timeout_s: float = 3.0) -> bool:
 
 
 def create_topics(bootstrap: str, partitions: dict[str, int]) -> list[str]:
-    """Create the topics that do not exist yet; returns the names created."""
+    """Create the topics that do not exist yet; returns the names this call created.
+
+    Safe to call from several processes at once (lab 12 starts the processor and the drift
+    job together): a topic that another process created first counts as existing.
+    """
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         existing = set(admin.list_topics())
-        wanted = [
-            NewTopic(name=name, num_partitions=n, replication_factor=1)
-            for name, n in partitions.items()
-            if name not in existing
-        ]
-        if wanted:
-            admin.create_topics(wanted)
-        return [t.name for t in wanted]
+        created = []
+        for name, n in partitions.items():
+            if name in existing:
+                continue
+            try:
+                admin.create_topics([NewTopic(name=name, num_partitions=n, replication_factor=1)])
+            except TopicAlreadyExistsError:
+                continue
+            created.append(name)
+        return created
     finally:
         admin.close()
 

@@ -77,6 +77,40 @@ def test_ten_thousand_events_round_trip_through_a_consumer_group(run_settings, t
     assert all(len(pids) >= 1 for pids in members.values())
 
 
+def test_services_starting_together_each_create_the_kits_topics_once(run_settings, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Barrier
+
+    from kafka import KafkaAdminClient
+
+    # Prepare: a real broker, five topics it lacks, six starters released at once (lab 12
+    # starts the processor and the drift job together, and both ensure the kit's topics).
+    stack = LocalStack(run_settings, tmp_path / "stack")
+    stack.up()
+    try:
+        bootstrap, starters = run_settings.kafka_bootstrap_servers, 6
+        topics = {f"raced-{i}": 1 + i % 3 for i in range(5)}
+        barrier = Barrier(starters)
+
+        def start_a_service(_: int) -> list[str]:
+            barrier.wait(timeout=30)
+            return create_topics(bootstrap, topics)
+
+        # Execute
+        with ThreadPoolExecutor(starters) as pool:
+            created = list(pool.map(start_a_service, range(starters)))
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        listed = set(admin.list_topics())
+        admin.close()
+    finally:
+        stack.down()
+
+    # Assert: no starter failed, each topic was created by exactly one of them, all exist.
+    names = [name for one in created for name in one]
+    assert sorted(names) == sorted(topics)
+    assert set(topics) <= listed
+
+
 def test_a_taken_port_is_refused_naming_the_port_and_variable(run_settings, tmp_path):
     host, port = split_host_port(run_settings.kafka_bootstrap_servers)
     with socket.socket() as squatter:
