@@ -1,16 +1,19 @@
 """Benchmark federated rounds on this machine: round time and its non-training part for 1-10 SuperNodes.
 
-For each number of SuperNodes it starts a SuperLink and the nodes, runs a few FedAvg rounds
-(training messages only), and measures: round wall time, the slowest device's local training
-time (the round's critical path), the rest (overhead), and the memory of each node (SuperNode
-plus the ClientApp processes it starts, peak resident set). Separately it times what one
-ClientApp process costs to start with Flower's runtime alone, with the kit's ClientApp, and with
-torch (what a heavier ClientApp would pay), and runs once with Flower's stock 3 s reply polling.
+For each number of SuperNodes it starts a SuperLink and the nodes (the kit's warm SuperNodes,
+``edge.federated.warm_supernode``), runs a few FedAvg rounds (training messages only), and
+measures: round wall time, the slowest device's local training time (the round's critical path),
+the slowest ClientApp task (fork to reply, from the nodes' logs), the rest (polling, transfers,
+the server), and the memory of each node (all its processes, peak resident set). The baseline,
+in the same run: the same rounds on Flower's stock SuperNodes, which start a fresh Python per
+message. Separately it times what one such ClientApp process costs to start (Flower's runtime
+alone, with the kit's ClientApp, with torch), and runs once with Flower's stock 3 s reply polling.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -34,6 +37,7 @@ from edge.machine import machine_name
 # Imported inside the functions that use them, to keep this module quick to import: cloud.federated.federation.
 
 SUPERNODE_IDLE_POLL_S = 3.0  # flwr/supernode/start_client_internal.py sleeps 3 s when no message is waiting
+WARM_TASK_LINE = re.compile(r"warm ClientApp \d+: task done in ([0-9.]+) s")
 STOCK_GRID_POLL_S = 3.0  # flwr's Grid.send_and_receive sleeps 3 s between reply pulls
 TARGET_MEMORY_GB = 8.0
 TARGET_ROUND_S = {3: 4.0}  # issue 14: a steady FL round with 3 SuperNodes within 4 s
@@ -109,19 +113,26 @@ def import_cost(preload: str, statement: str, repeats: int = 5) -> dict[str, flo
             "rss_mb": statistics.median(rss)}
 
 
+def task_seconds(log: Path) -> list[float]:
+    """Seconds of each ClientApp task a warm SuperNode ran, in order, from its log (empty for a stock node)."""
+    if not log.exists():
+        return []
+    return [float(m.group(1)) for m in WARM_TASK_LINE.finditer(log.read_text(errors="replace"))]
+
+
 def bench_nodes(run_path: Path, nodes: int, rounds: int, seed: int, poll_interval: float,
-                console: Console) -> dict[str, Any]:
-    """Start a SuperLink and ``nodes`` SuperNodes, run FedAvg rounds, return round times and memory."""
+                console: Console, warm: bool = True) -> dict[str, Any]:
+    """Start a SuperLink and ``nodes`` SuperNodes (warm or Flower's stock), run FedAvg rounds, return times and memory."""
     from cloud.federated.federation import Federation
 
-    folder = run_path / f"nodes-{nodes}-poll-{poll_interval:g}"
+    folder = run_path / f"nodes-{nodes}-poll-{poll_interval:g}-{'warm' if warm else 'stock'}"
     _, test_path = write_digits_federation(folder / "data", nodes, [("iid", None)], seed)
     settings = StackSettings(superlink_address=f"127.0.0.1:{free_port()}", stack_dir=folder / "stack")
     stack = LocalStack(settings, folder / "stack", console=console)
     stack.up(["superlink"])
     try:
         federation = Federation(settings.superlink_address, folder / "federation", nodes, folder / "data",
-                                console=console, health_timeout_s=180)
+                                console=console, health_timeout_s=180, warm=warm)
         start = time.monotonic()
         with federation:
             online_s = time.monotonic() - start
@@ -133,12 +144,21 @@ def bench_nodes(run_path: Path, nodes: int, rounds: int, seed: int, poll_interva
             peak_mb = list(sampler.peak.values())
     finally:
         stack.down()
+    # One line per task in each node's log; a round's critical path is its slowest node.
+    tasks = [task_seconds(node.log) for node in federation.nodes]
+    per_round = []
+    for i, r in enumerate(result.rounds):
+        slowest_task = max((t[i] for t in tasks if len(t) > i), default=None)
+        per_round.append({"round": i + 1, "round_s": r["seconds"], "task_s": slowest_task,
+                          "train_s": max(t["train_seconds"] for t in r["train"])})
     # Round 1 also installs the app (FAB) on every node: steady-state numbers use the later rounds.
     steady = result.rounds[1:] or result.rounds
     round_s = [r["seconds"] for r in steady]
     train_s = [max(t["train_seconds"] for t in r["train"]) for r in steady]
+    steady_tasks = [p["task_s"] for p in per_round[1:] or per_round if p["task_s"] is not None]
     return {
-        "nodes": nodes, "poll_interval": poll_interval, "online_s": online_s,
+        "nodes": nodes, "warm": warm, "poll_interval": poll_interval, "online_s": online_s, "per_round": per_round,
+        "task_s": statistics.mean(steady_tasks) if steady_tasks else None,
         "round_s": statistics.mean(round_s), "first_round_s": result.rounds[0]["seconds"],
         "train_s": statistics.mean(train_s), "overhead_s": statistics.mean(round_s) - statistics.mean(train_s),
         "idle_node_mb": statistics.mean(idle_mb), "peak_node_mb": max(peak_mb), "peak_total_mb": sum(peak_mb),
@@ -169,54 +189,56 @@ def main(run, console: Console, *tokens: str) -> dict[str, Any]:
         rows.append(bench_nodes(run.path, n, rounds, seed, 0.2, console))
         console.print(f"{n} nodes: round {rows[-1]['round_s']:.1f} s, training {rows[-1]['train_s']:.3f} s")
     stock_n = 3 if 3 in counts else counts[0]
+    console.rule(f"baseline: {stock_n} of Flower's stock SuperNodes (a fresh Python per message)")
+    fresh = bench_nodes(run.path, stock_n, rounds, seed, 0.2, console, warm=False)
     console.rule(f"{stock_n} SuperNodes with Flower's stock {STOCK_GRID_POLL_S:g} s reply polling")
     stock = bench_nodes(run.path, stock_n, rounds, seed, STOCK_GRID_POLL_S, console)
 
-    # Short headers to fit 80 columns: train = slowest local training, 1st = first round (installs the app),
-    # MB idle/peak per node and the peak of all nodes together.
+    # Short headers to fit 80 columns: train = slowest local training, task = slowest ClientApp task (fork to
+    # reply), 1st = first round (installs the app), MB idle/peak per node and the peak of all nodes together.
     table = bench_table(f"federated rounds on this machine ({rounds} rounds, train messages only; steady rounds)",
-                        [(c, "number") for c in ("nodes", "round s", "train s", "overhead", "1st s", "online s",
+                        [(c, "number") for c in ("nodes", "round s", "task s", "train s", "1st s", "online s",
                                                  "MB idle", "MB peak", "MB all")])
-    for r in rows:
-        table.add_row(str(r["nodes"]), f"{r['round_s']:.2f}", f"{r['train_s']:.3f}", f"{r['overhead_s']:.2f}",
-                      f"{r['first_round_s']:.1f}", f"{r['online_s']:.1f}", f"{r['idle_node_mb']:.0f}",
-                      f"{r['peak_node_mb']:.0f}", f"{r['peak_total_mb']:.0f}")
+    for r in [*rows, fresh]:
+        name = f"{r['nodes']}" if r["warm"] else f"{r['nodes']} stock"
+        table.add_row(name, f"{r['round_s']:.2f}", "—" if r["task_s"] is None else f"{r['task_s']:.2f}",
+                      f"{r['train_s']:.3f}", f"{r['first_round_s']:.1f}", f"{r['online_s']:.1f}",
+                      f"{r['idle_node_mb']:.0f}", f"{r['peak_node_mb']:.0f}", f"{r['peak_total_mb']:.0f}")
     console.print(table)
+
+    warm_row = next(r for r in rows if r["nodes"] == stock_n)
+    table = bench_table(f"where each round's time goes, {stock_n} warm SuperNodes (slowest node per round)",
+                        [(c, "number") for c in ("round", "round s", "training", "ClientApp", "the rest")])
+    for p in warm_row["per_round"]:
+        task = p["task_s"]
+        table.add_row(str(p["round"]), f"{p['round_s']:.2f}", f"{p['train_s']:.3f}",
+                      "—" if task is None else f"{task - p['train_s']:.2f}",
+                      "—" if task is None else f"{p['round_s'] - task:.2f}")
+    console.print(table)
+    console.print("training: the slowest device's local epochs; ClientApp: the rest of its task (pull the "
+                  "message, load the app, push the reply); the rest: SuperNode, SuperExec and server polling "
+                  "(0.2 s each), transfers, aggregation and the server's evaluation")
 
     clientapp_s = imports["+ kit ClientApp (numpy MLP)"]["seconds"]
     kit_part = imports["kit's own imports, after Flower's"]["import_seconds"]
-    cores = os.cpu_count() or 1
-    poll_s = SUPERNODE_IDLE_POLL_S / 2
-    console.print("where a round's overhead goes (estimates from the measured parts):")
-    for r in rows:
-        # One ClientApp start per node per round; they run in parallel on the machine's cores.
-        starts_s = max(clientapp_s, r["nodes"] * clientapp_s / cores)
-        parts = {"ClientApp process starts (one fresh Python + Flower imports per message)": starts_s,
-                 "SuperNode idle polling (3 s sleep between pulls; mean wait)": poll_s,
-                 "server reply polling (kit's PollingGrid, 0.2 s; mean wait)": 0.1}
-        r["overhead_parts_s"] = parts
-        r["largest_overhead"] = max(parts, key=parts.get)
-        console.print(f"  {r['nodes']:>2} nodes: overhead {r['overhead_s']:.2f} s of {r['round_s']:.2f} s "
-                      f"(training {r['train_s'] * 1000:.0f} ms); "
-                      + "; ".join(f"{name.split(' (')[0]} ~{v:.2f} s" for name, v in parts.items())
-                      + f"  -> largest: {r['largest_overhead'].split(' (')[0]}")
-    largest = rows[-1]["largest_overhead"]
-    console.print(f"the kit's own imports add {kit_part * 1000:.1f} ms to a ClientApp start; torch would add "
+    console.print(f"Flower's stock SuperNode starts a fresh Python per message: {clientapp_s:.2f} s each here "
+                  f"(the kit's own imports add {kit_part * 1000:.1f} ms; torch would add "
                   f"{imports['+ torch (if the ClientApp used it)']['seconds'] - clientapp_s:.2f} s and "
-                  f"{imports['+ torch (if the ClientApp used it)']['rss_mb'] - imports['+ kit ClientApp (numpy MLP)']['rss_mb']:.0f} MB")
+                  f"{imports['+ torch (if the ClientApp used it)']['rss_mb'] - imports['+ kit ClientApp (numpy MLP)']['rss_mb']:.0f} MB), "
+                  f"and waits {SUPERNODE_IDLE_POLL_S:g} s between empty pulls: round {fresh['round_s']:.2f} s with "
+                  f"{stock_n} nodes against {warm_row['round_s']:.2f} s warm ({fresh['round_s'] / warm_row['round_s']:.1f}x)")
     console.print(f"stock Grid polling ({STOCK_GRID_POLL_S:g} s) with {stock_n} nodes: round {stock['round_s']:.2f} s "
-                  f"vs {next(r['round_s'] for r in rows if r['nodes'] == stock_n):.2f} s with 0.2 s polling")
+                  f"vs {warm_row['round_s']:.2f} s with 0.2 s polling")
     biggest = max(rows, key=lambda r: r["nodes"])
     fits = biggest["peak_total_mb"] / 1024 < TARGET_MEMORY_GB
     console.print(f"{biggest['nodes']} SuperNodes peaked at {biggest['peak_total_mb'] / 1024:.2f} GB together: "
                   f"{'fits' if fits else 'does NOT fit'} in {TARGET_MEMORY_GB:g} GB")
     return {"machine": machine_name(), "rounds": rounds, "clientapp_start": imports, "rows": rows,
-            "stock_grid": stock, "largest_overhead": largest,
-            "fits_memory_target": fits}
+            "fresh_process_baseline": fresh, "stock_grid": stock, "fits_memory_target": fits}
 
 
 def measures(result: dict[str, Any]) -> list[Measure]:
-    """P4 of issue 14 from a main() result: the steady round time with 3 SuperNodes."""
+    """P4 of issue 14 from a main() result: the steady round time with 3 warm SuperNodes, Flower's stock ones beside it."""
     out = []
     for nodes, target in TARGET_ROUND_S.items():
         row = next((r for r in result["rows"] if r["nodes"] == nodes), None)
@@ -224,11 +246,15 @@ def measures(result: dict[str, Any]) -> list[Measure]:
             out.append(Measure("P4", f"FL round time, {nodes} SuperNodes", None, "s", target=target,
                                note=f"not measured: bench-fl ran without {nodes} nodes (nodes=...)"))
             continue
+        fresh = result.get("fresh_process_baseline", {})
+        baseline = fresh.get("round_s") if fresh.get("nodes") == nodes else None
         stock = result.get("stock_grid", {})
         stock_note = (f"; {stock['round_s']:.2f} s with Flower's stock {STOCK_GRID_POLL_S:g} s reply polling"
                       if stock.get("nodes") == nodes else "")
         out.append(Measure("P4", f"FL round time, {nodes} SuperNodes", row["round_s"], "s", target=target,
+                           baseline=baseline, baseline_name="stock SuperNodes" if baseline else "",
                            note=f"mean of the steady rounds of {result['rounds']} (round 1 installs the app: "
-                                f"{row['first_round_s']:.1f} s); slowest local training {row['train_s']:.3f} s; "
-                                f"kit's 0.2 s reply polling{stock_note}"))
+                                f"{row['first_round_s']:.1f} s) on the kit's warm SuperNodes; slowest local "
+                                f"training {row['train_s']:.3f} s; baseline: Flower's stock SuperNodes (a fresh "
+                                f"Python per message) in the same run; kit's 0.2 s reply polling{stock_note}"))
     return out

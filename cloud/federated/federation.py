@@ -93,7 +93,8 @@ class Federation:
     def __init__(self, superlink_address: str, work_dir: Path, devices: int, data_dir: Path,
                  ca: Path | None = None, console: Console | None = None,
                  health_timeout_s: float = 60.0, first_port: int | None = None,
-                 app_dir: Path = APP_DIR, cpu_limits: dict[int, float] | None = None) -> None:
+                 app_dir: Path = APP_DIR, cpu_limits: dict[int, float] | None = None,
+                 warm: bool | None = None) -> None:
         if devices < 0:
             raise ValueError(f"devices must be >= 0 (0: only submit runs to nodes started elsewhere), got {devices}")
         self.superlink_address = superlink_address
@@ -105,6 +106,9 @@ class Federation:
         self.health_timeout_s = health_timeout_s
         # partition id -> cores its SuperNode and the ClientApps it starts may use (0.25: a quarter core)
         self.cpu_limits = dict(cpu_limits or {})
+        # ClientApps forked from a warm process (edge.federated.warm_supernode); False: Flower's stock
+        # SuperNode, a fresh Python per message; None: as SUPERNODE_WARM_CLIENTAPP says (default warm)
+        self.warm = warm
         self.limits: dict[int, CpuLimit] = {}  # the cgroups made for them, removed by stop()
         self.cli_home = self.work_dir / "flwr-cli"
         write_cli_config(self.cli_home, superlink_address, self.ca)
@@ -133,15 +137,16 @@ class Federation:
         if node.proc is not None and node.proc.poll() is None:
             raise RuntimeError(f"SuperNode {partition_id} already runs (pid {node.pid})")
         procs.ensure_port_free("127.0.0.1", node.port, f"the Runtime API port of SuperNode {partition_id}")
-        cmd = supernode_command(self.superlink_address, partition_id, self.data_dir, node.port, self.ca)
+        cmd = supernode_command(self.superlink_address, partition_id, self.data_dir, node.port, self.ca,
+                                warm=self.warm)
         env = venv_env({"FLWR_HOME": str(node.home)})
         # The SuperNode starts Flower's other executables (flwr-clientapp) from PATH: its own folder first.
         env["PATH"] = str(Path(cmd[0]).parent) + os.pathsep + env["PATH"]
         limit = self._cpu_limit(partition_id)  # made first: CpuLimitUnavailable before anything starts
-        node.proc = procs.start_process(cmd, node.log, env=env)
-        if limit is not None:
-            # Added before it has started a ClientApp: cgroup membership is inherited, so they are held too.
-            limit.add(node.proc.pid)
+        # The node joins its limit before it starts: cgroup membership is inherited, so the SuperNode,
+        # its SuperExec and every ClientApp they start are held too.
+        join_limit = (lambda: limit.add(os.getpid())) if limit is not None else None
+        node.proc = procs.start_process(cmd, node.log, env=env, before_exec=join_limit)
         if wait:
             procs.wait_until(lambda: procs.port_answers("127.0.0.1", node.port),
                              f"SuperNode {partition_id} Runtime API on port {node.port}",

@@ -62,12 +62,22 @@ def start_process(
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
     owned: bool = True,
+    before_exec: Callable[[], None] | None = None,
 ) -> subprocess.Popen:
     """Start cmd in its own process group with output to log_path.
 
     ``owned`` processes also die with this Python process (Linux), so a
     crashed runner leaves no orphan; detached ones (``cloud up``) outlive it.
+    ``before_exec`` runs in the child just before cmd starts (joining a CPU limit, so that every
+    process cmd starts is held too).
     """
+    setup = _die_with_parent if owned else os.setsid
+
+    def prepare_child() -> None:
+        setup()
+        if before_exec is not None:
+            before_exec()
+
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
     try:
@@ -78,7 +88,7 @@ def start_process(
             stdin=subprocess.DEVNULL,
             env=env,
             cwd=cwd,
-            preexec_fn=_die_with_parent if owned else os.setsid,
+            preexec_fn=prepare_child,
         )
     finally:
         log.close()
@@ -114,6 +124,12 @@ def stop_pid(pid: int, timeout: float = 10.0) -> None:
             if not pid_alive(pid):
                 return
             time.sleep(0.05)
+
+
+def group_members(pgid: int) -> list[int]:
+    """Process ids in the process group led by pgid (a service and the children it started)."""
+    out = subprocess.run(["ps", "-e", "-o", "pid=,pgid="], capture_output=True, text=True).stdout
+    return [int(p) for p, g in (line.split() for line in out.splitlines()) if int(g) == pgid]
 
 
 def _reap(pid: int) -> None:

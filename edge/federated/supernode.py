@@ -9,6 +9,8 @@ import sys
 import sysconfig
 from pathlib import Path
 
+from edge.federated.warm_supernode import warm_enabled
+
 
 class FlowerNotFound(FileNotFoundError):
     """A Flower executable (flower-supernode, flwr) is neither with this Python's scripts nor on PATH."""
@@ -45,16 +47,21 @@ def flower_executable(name: str) -> str:
 
 
 def supernode_command(superlink: str, partition_id: int, data_dir: Path, port: int,
-                      root_certificates: Path | None = None) -> list[str]:
-    """The flower-supernode command line for one device (TLS when a CA is given, else insecure).
+                      root_certificates: Path | None = None, warm: bool | None = None) -> list[str]:
+    """The command line that makes this device a SuperNode (TLS when a CA is given, else insecure).
 
     ``port`` is the SuperNode's local Runtime API port; the node config tells the ClientApp which
-    partition (``<data_dir>/<partition-set>/device-<partition_id>.npz``) is this device's.
+    partition (``<data_dir>/<partition-set>/device-<partition_id>.npz``) is this device's. By default
+    the SuperNode forks its ClientApps from a warm process (``edge.federated.warm_supernode``);
+    ``warm=False``, or ``SUPERNODE_WARM_CLIENTAPP=0`` when warm is None, gives Flower's stock
+    ``flower-supernode``, which starts a fresh Python for every message.
     """
     security = ["--root-certificates", str(root_certificates)] if root_certificates else ["--insecure"]
     node_config = f'partition-id={partition_id} data-dir="{Path(data_dir).expanduser().resolve()}"'
-    return [flower_executable("flower-supernode"), *security, "--superlink", superlink,
-            "--port", str(port), "--node-config", node_config]
+    args = [*security, "--superlink", superlink, "--port", str(port), "--node-config", node_config]
+    if warm_enabled() if warm is None else warm:
+        return [sys.executable, "-m", "edge.federated.warm_supernode", *args]
+    return [flower_executable("flower-supernode"), *args]
 
 
 def claim_partition(data_dir: Path) -> int:

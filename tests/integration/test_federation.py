@@ -111,5 +111,8 @@ def test_a_device_joins_with_edge_join_over_tls(tls_federation):
     finally:
         stop_pid(proc.pid)
     # Assert
-    assert "flower-supernode --root-certificates" in log and "--insecure" not in log
+    # The command it became speaks TLS to the SuperLink (the warm SuperNode's SuperExec reaches the Runtime API
+    # on 127.0.0.1 inside the device, as Flower's own subprocess isolation does)
+    started = next(line for line in log.splitlines() if line.startswith("starting: "))
+    assert "edge.federated.warm_supernode --root-certificates" in started and "--insecure" not in started
     assert not pid_alive(proc.pid)

@@ -16,16 +16,10 @@ import pytest
 from cloud.settings import split_host_port
 from cloud.stack.broker import committed_offsets, create_topics
 from cloud.stack.local import LocalStack, superlink_healthy
-from cloud.stack.procs import PortInUseError, pid_alive, wait_until
+from cloud.stack.procs import PortInUseError, group_members, pid_alive, wait_until
 from edge.wire.kafka import consumer_config, producer_config
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def group_members(pid: int) -> list[int]:
-    """Process ids in the process group led by pid (the service and its children)."""
-    out = subprocess.run(["ps", "-e", "-o", "pid=,pgid="], capture_output=True, text=True).stdout
-    return [int(p) for p, g in (line.split() for line in out.splitlines()) if int(g) == pid]
 
 
 def stack_env(settings) -> dict[str, str]:

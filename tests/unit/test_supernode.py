@@ -78,8 +78,8 @@ def test_supernode_command_uses_tls_with_a_ca_and_names_the_partition(tmp_path, 
     # Prepare: a fixed executable, so the test does not depend on where Flower is installed
     monkeypatch.setattr(supernode, "flower_executable", lambda name: f"/opt/flower/bin/{name}")
     # Execute
-    tls = supernode_command("superlink:8000", 2, tmp_path, 9094, root_certificates=tmp_path / "ca.pem")
-    plain = supernode_command("127.0.0.1:8000", 0, tmp_path, 9095)
+    tls = supernode_command("superlink:8000", 2, tmp_path, 9094, root_certificates=tmp_path / "ca.pem", warm=False)
+    plain = supernode_command("127.0.0.1:8000", 0, tmp_path, 9095, warm=False)
     # Assert
     assert tls == ["/opt/flower/bin/flower-supernode", "--root-certificates", str(tmp_path / "ca.pem"),
                    "--superlink", "superlink:8000", "--port", "9094",
