@@ -94,7 +94,7 @@ class Federation:
                  ca: Path | None = None, console: Console | None = None,
                  health_timeout_s: float = 60.0, first_port: int | None = None,
                  app_dir: Path = APP_DIR, cpu_limits: dict[int, float] | None = None,
-                 warm: bool | None = None) -> None:
+                 warm: bool | None = None, preload: tuple[str, ...] = ()) -> None:
         if devices < 0:
             raise ValueError(f"devices must be >= 0 (0: only submit runs to nodes started elsewhere), got {devices}")
         self.superlink_address = superlink_address
@@ -109,6 +109,7 @@ class Federation:
         # ClientApps forked from a warm process (edge.federated.warm_supernode); False: Flower's stock
         # SuperNode, a fresh Python per message; None: as SUPERNODE_WARM_CLIENTAPP says (default warm)
         self.warm = warm
+        self.preload = preload  # more modules the warm process imports once (private ClientApps: torch, ...)
         self.limits: dict[int, CpuLimit] = {}  # the cgroups made for them, removed by stop()
         self.cli_home = self.work_dir / "flwr-cli"
         write_cli_config(self.cli_home, superlink_address, self.ca)
@@ -140,6 +141,8 @@ class Federation:
         cmd = supernode_command(self.superlink_address, partition_id, self.data_dir, node.port, self.ca,
                                 warm=self.warm)
         env = venv_env({"FLWR_HOME": str(node.home)})
+        if self.preload:
+            env["SUPERNODE_PRELOAD"] = ",".join(self.preload)
         # The SuperNode starts Flower's other executables (flwr-clientapp) from PATH: its own folder first.
         env["PATH"] = str(Path(cmd[0]).parent) + os.pathsep + env["PATH"]
         limit = self._cpu_limit(partition_id)  # made first: CpuLimitUnavailable before anything starts

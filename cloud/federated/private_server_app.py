@@ -38,6 +38,8 @@ from edge.federated.mlp import evaluate, init_params, weighted_average
 from edge.federated.private_client_app import PRIVACY_MODES, decode_ciphertexts, encode_ciphertexts
 
 APP_DIR = Path(__file__).resolve().parent / "fedapp_private"
+# What the private ClientApp imports every round (DP-SGD and CKKS): warm SuperNodes import it once at start-up.
+CLIENT_PRELOAD = ("torch", "opacus", "tenseal")
 ENCRYPTED_MODEL_FILE = "global_model.ckks.npz"  # the final aggregate, still encrypted: only clients can read it
 REFUSAL_MARK = "PrivacyBudgetExceeded"
 

@@ -34,6 +34,7 @@ import traceback
 
 ENV_SWITCH = "SUPERNODE_WARM_CLIENTAPP"
 ENV_IDLE_POLL = "SUPERNODE_IDLE_POLL_S"
+ENV_PRELOAD = "SUPERNODE_PRELOAD"  # more modules for the warm process, e.g. torch,opacus,tenseal (private ClientApps)
 IDLE_POLL_S = 0.2  # Flower's SuperNode sleeps 3 s when the SuperLink had no message for it
 TASK_POLL_S = "0.2"  # Flower's SuperExec default is 1 s between task pulls
 # What a ClientApp task imports: the kit's ClientApps, and what Flower's runtime loads only when a task
@@ -69,11 +70,17 @@ def runtime_api_port(supernode_args: list[str]) -> int:
     return 9094
 
 
+def preload_modules(env: dict[str, str] | None = None) -> tuple[str, ...]:
+    """PRELOAD plus the comma-separated modules in SUPERNODE_PRELOAD (what private ClientApps import: torch, ...)."""
+    extra = (os.environ if env is None else env).get(ENV_PRELOAD, "")
+    return PRELOAD + tuple(name.strip() for name in extra.split(",") if name.strip())
+
+
 class WarmClientApps:
     """A warm process, forked before any thread starts, that forks one child per ClientApp task."""
 
-    def __init__(self, preload: tuple[str, ...] = PRELOAD) -> None:
-        self.preload = preload
+    def __init__(self, preload: tuple[str, ...] | None = None) -> None:
+        self.preload = preload_modules() if preload is None else preload
         self._sock: socket.socket | None = None
         self.pid = 0
 
@@ -108,7 +115,11 @@ class WarmClientApps:
         from flwr.supernode.runtime.run_clientapp import run_clientapp
 
         for module in self.preload:
-            __import__(module)
+            try:
+                __import__(module)
+            except ImportError as exc:  # e.g. torch on a device with only the edge extra
+                print(f"warm ClientApp process: {module} not preloaded ({exc}); a ClientApp that needs it "
+                      "imports it itself", flush=True)
         import flwr.supercore.inflatable.inflatable_utils as inflatable
 
         retry_object_pulls_sooner(inflatable)  # the ClientApp's pulls, in pull_and_inflate_object_from_tree

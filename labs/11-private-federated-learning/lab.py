@@ -44,7 +44,7 @@ SETTINGS = ("plain", "dp", "he", "dp+he")
 def run(ctx) -> dict:
     """Partition, hand out the shared CKKS key, run the four settings on real SuperNodes, compare."""
     from cloud.federated.federation import Federation
-    from cloud.federated.private_server_app import APP_DIR, PrivateFlConfig
+    from cloud.federated.private_server_app import APP_DIR, CLIENT_PRELOAD, PrivateFlConfig
     from edge.federated.private_client_app import share_keys
 
     a = ctx.args
@@ -92,7 +92,7 @@ def run(ctx) -> dict:
         ctx.step(f"3. Start {devices} SuperNodes against the SuperLink at {stack.superlink_address}")
         federation = Federation(stack.superlink_address, ctx.run.path / "federation", devices, data_dir,
                                 console=ctx.console, health_timeout_s=ctx.settings.health_timeout_s * 4,
-                                app_dir=APP_DIR)
+                                app_dir=APP_DIR, preload=CLIENT_PRELOAD)
         with federation:
             ctx.console.print(f"{devices} SuperNodes online, pids {federation.pids()}; budgets ε {budgets} "
                               f"(δ={a['delta']:g}), σ={a['noise_multiplier']}, C={a['max_grad_norm']}")

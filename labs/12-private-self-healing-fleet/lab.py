@@ -25,7 +25,7 @@ def run(ctx) -> dict:
     """Deploy, stream, drift, detect, retrain privately on the devices, publish, swap, summarise."""
     from cloud.dashboard.server import lab_dashboard
     from cloud.federated.federation import Federation
-    from cloud.federated.private_server_app import APP_DIR
+    from cloud.federated.private_server_app import APP_DIR, CLIENT_PRELOAD
     from cloud.streaming.report import ScenarioFolder
     from cloud.streaming.scenario import InitialModel, start_device, start_processor, wait_ready
 
@@ -75,7 +75,7 @@ def run(ctx) -> dict:
             ctx.step(f"3. {n} SuperNodes, one per device, each reading only its own device's window")
             federation = Federation(stack.superlink_address, ctx.run.path / "federation", n, data_dir,
                                     console=ctx.console, health_timeout_s=ctx.settings.health_timeout_s * 4,
-                                    app_dir=APP_DIR)
+                                    app_dir=APP_DIR, preload=CLIENT_PRELOAD)
             milestones = Milestones(a["drift_at"] + a["cap"], start=t0_clock, progress_every_s=10,
                                     progress=lambda line: ctx.console.print(line, highlight=False))
 

@@ -23,6 +23,12 @@ def test_the_warm_switch_reads_supernode_warm_clientapp(value, warm):
     assert warm_enabled(env) is warm
 
 
+def test_preload_adds_the_modules_supernode_preload_names():
+    assert warm_supernode.preload_modules({}) == warm_supernode.PRELOAD
+    extra = warm_supernode.preload_modules({"SUPERNODE_PRELOAD": "torch, opacus,,tenseal"})
+    assert extra == (*warm_supernode.PRELOAD, "torch", "opacus", "tenseal")
+
+
 def test_the_runtime_api_port_comes_from_the_supernode_arguments():
     assert runtime_api_port(["--insecure", "--port", "9500", "--superlink", "x:1"]) == 9500
     assert runtime_api_port(["--port=9501"]) == 9501
@@ -69,7 +75,7 @@ def test_each_task_runs_in_its_own_fork_and_a_crash_leaves_the_warm_process_serv
     monkeypatch.setattr("flwr.supernode.runtime.run_clientapp.run_clientapp", fake_run_clientapp)
     spec = {"runtime_api_address": "127.0.0.1:9094", "insecure": True, "root_certificates_path": None,
             "parent_pid": os.getpid(), "runtime_dependency_install": False, "suppress_output": True}
-    apps = WarmClientApps(preload=("json",)).start()
+    apps = WarmClientApps(preload=("json", "kit_no_such_module")).start()  # a missing module is skipped, said
     try:
         # Execute: two tasks, a crashing one, then a third
         pids = [apps.launch({**spec, "token": token}) for token in ("first", "second", "boom", "third")]
