@@ -50,7 +50,13 @@ IMPORTS = {  # name: (already imported, measured)
 
 
 def group_rss_mb(pgid: int) -> float:
-    """Resident memory (MB) of every process in a process group (a SuperNode and its ClientApps)."""
+    """Memory (MB) of every process in a process group (a SuperNode and its helpers): proportional set size.
+
+    PSS splits a page shared by several processes between them (a warm SuperNode's forks share
+    Flower's imported modules with their parent), so the sum over processes is what the group
+    really holds; plain RSS would count those pages once per process. Falls back to RSS where
+    /proc/<pid>/smaps_rollup is missing.
+    """
     total_kb = 0
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -60,13 +66,26 @@ def group_rss_mb(pgid: int) -> float:
                 fields = stat.read().rsplit(")", 1)[1].split()
             if int(fields[2]) != pgid:  # field 5 of stat: the process group
                 continue
-            with open(f"/proc/{entry.name}/status") as status:
-                for line in status:
-                    if line.startswith("VmRSS:"):
-                        total_kb += int(line.split()[1])
+            total_kb += _memory_kb(entry.name)
         except (OSError, IndexError, ValueError):
             continue
     return total_kb / 1024
+
+
+def _memory_kb(pid: str) -> int:
+    """One process's PSS in kB (its RSS where smaps_rollup cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+            for line in rollup:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
 
 
 class MemorySampler:

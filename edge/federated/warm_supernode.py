@@ -85,9 +85,19 @@ class WarmClientApps:
         self.pid = 0
 
     def start(self) -> WarmClientApps:
-        """Fork the warm process; it imports Flower's ClientApp runtime and ``preload`` while this one goes on."""
+        """Import Flower's ClientApp runtime and ``preload`` here, then fork the warm process (sharing those pages)."""
+        from flwr.supercore.tls import validate_and_resolve_root_certificates
+        from flwr.supernode.runtime.run_clientapp import run_clientapp
+
+        for module in self.preload:
+            try:
+                __import__(module)
+            except ImportError as exc:  # e.g. torch on a device with only the edge extra
+                print(f"warm ClientApp process: {module} not preloaded ({exc}); a ClientApp that needs it "
+                      "imports it itself", flush=True)
+        self._runtime = run_clientapp, validate_and_resolve_root_certificates
         parent_end, child_end = socket.socketpair()
-        pid = os.fork()
+        pid = os.fork()  # still one thread: nothing started a thread yet
         if pid == 0:  # the warm process
             parent_end.close()
             _die_with_parent()
@@ -110,17 +120,10 @@ class WarmClientApps:
         return int(reply)
 
     def _serve(self, sock: socket.socket) -> None:
-        """Warm-process loop: import once, then fork a child per request until the SuperExec goes away."""
-        from flwr.supercore.tls import validate_and_resolve_root_certificates
-        from flwr.supernode.runtime.run_clientapp import run_clientapp
-
-        for module in self.preload:
-            try:
-                __import__(module)
-            except ImportError as exc:  # e.g. torch on a device with only the edge extra
-                print(f"warm ClientApp process: {module} not preloaded ({exc}); a ClientApp that needs it "
-                      "imports it itself", flush=True)
+        """Warm-process loop: fork a child per request until the SuperExec goes away."""
         import flwr.supercore.inflatable.inflatable_utils as inflatable
+
+        run_clientapp, validate_and_resolve_root_certificates = self._runtime
 
         retry_object_pulls_sooner(inflatable)  # the ClientApp's pulls, in pull_and_inflate_object_from_tree
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
@@ -244,12 +247,12 @@ def main(argv: list[str] | None = None) -> int:
         print("warm_supernode: leave out --isolation; it runs the SuperNode with --isolation process "
               f"(set {ENV_SWITCH}=0 for Flower's stock subprocess isolation)", file=sys.stderr)
         return 2
-    apps = WarmClientApps().start()  # first, while this process has one thread
-    supernode = subprocess.Popen([sys.executable, "-m", "edge.federated.warm_supernode",
-                                  ROLE_SUPERNODE, *args, "--isolation", "process"], preexec_fn=_die_with_parent)
-
+    supernode = subprocess.Popen([sys.executable, "-m", "edge.federated.warm_supernode", ROLE_SUPERNODE, *args,
+                                  "--isolation", "process"], preexec_fn=_die_with_parent)
     import flwr.supercore.superexec.run_superexec as superexec
     from flwr.supercore.cli.flower_superexec import flower_superexec
+
+    apps = WarmClientApps().start()  # after the imports (the warm process shares them), before any thread
 
     superexec.get_executor = lambda *_, **__: warm_executor(apps)
     os.environ.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", TASK_POLL_S)
