@@ -12,7 +12,6 @@ alone, with the kit's ClientApp, with torch), and runs once with Flower's stock 
 
 from __future__ import annotations
 
-import os
 import re
 import statistics
 import subprocess
@@ -31,7 +30,7 @@ from cloud.federated.partition import write_digits_federation
 from cloud.labkit.runner import parse_args
 from cloud.settings import StackSettings
 from cloud.stack.local import LocalStack
-from cloud.stack.procs import free_port
+from cloud.stack.procs import free_port, group_members
 from edge.machine import machine_name
 
 # Imported inside the functions that use them, to keep this module quick to import: cloud.federated.federation.
@@ -49,7 +48,7 @@ IMPORTS = {  # name: (already imported, measured)
 }
 
 
-def group_rss_mb(pgid: int) -> float:
+def group_memory_mb(pgid: int) -> float:
     """Memory (MB) of every process in a process group (a SuperNode and its helpers): proportional set size.
 
     PSS splits a page shared by several processes between them (a warm SuperNode's forks share
@@ -58,16 +57,10 @@ def group_rss_mb(pgid: int) -> float:
     /proc/<pid>/smaps_rollup is missing.
     """
     total_kb = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
+    for pid in group_members(pgid):
         try:
-            with open(f"/proc/{entry.name}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-            if int(fields[2]) != pgid:  # field 5 of stat: the process group
-                continue
-            total_kb += _memory_kb(entry.name)
-        except (OSError, IndexError, ValueError):
+            total_kb += _memory_kb(str(pid))
+        except (OSError, ValueError):  # the process ended between the listing and the read
             continue
     return total_kb / 1024
 
@@ -100,7 +93,7 @@ class MemorySampler:
     def _loop(self) -> None:
         while not self._stop.is_set():
             for pgid in self.pgids:
-                self.peak[pgid] = max(self.peak[pgid], group_rss_mb(pgid))
+                self.peak[pgid] = max(self.peak[pgid], group_memory_mb(pgid))
             self._stop.wait(self.interval)
 
     def __enter__(self) -> MemorySampler:
@@ -155,7 +148,7 @@ def bench_nodes(run_path: Path, nodes: int, rounds: int, seed: int, poll_interva
         start = time.monotonic()
         with federation:
             online_s = time.monotonic() - start
-            idle_mb = [group_rss_mb(pid) for pid in federation.pids()]
+            idle_mb = [group_memory_mb(pid) for pid in federation.pids()]
             config = FlConfig(num_server_rounds=rounds, min_nodes=nodes, round_timeout=300, seed=seed,
                               test_path=str(test_path), evaluate_every=-1, poll_interval=poll_interval)
             with MemorySampler(federation.pids()) as sampler:
